@@ -1,0 +1,114 @@
+# rollover - one non-recursive Makefile.
+#
+#   make               build everything into build/
+#   make check         build, then run the unit and the system tests
+#   make run           build and run the demo (etc/rollover.conf) in the foreground
+#   make install       install under $(DESTDIR)$(PREFIX)
+#   make lint          clang-format, clang-tidy and cppcheck over the sources
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR   = $(PREFIX)/bin
+SBINDIR  = $(PREFIX)/sbin
+LIBEXECDIR = $(PREFIX)/lib/rollover
+MANDIR   = $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wformat=2 -D_GNU_SOURCE
+LDFLAGS ?=
+
+CONFIG_CFLAGS := $(shell pkg-config --cflags libconfig)
+CONFIG_LIBS   := $(shell pkg-config --libs libconfig)
+INOTIFY_LIBS  := -linotifytools
+
+B = build
+
+.DELETE_ON_ERROR:
+.SUFFIXES:
+.PHONY: all check check-unit check-system run install uninstall clean lint
+
+# ---- the supervisor ----------------------------------------------------
+
+# The parts that unit tests link against: everything but main.c.
+SUP_LIB_SRCS = supervisor/addr.c supervisor/config.c supervisor/log.c \
+               supervisor/util.c
+SUP_SRCS     = $(SUP_LIB_SRCS) supervisor/group.c supervisor/listener.c \
+               supervisor/loop.c supervisor/notify.c supervisor/pidfile.c \
+               supervisor/spawn.c supervisor/worker.c supervisor/main.c
+SUP_OBJS     = $(SUP_SRCS:%.c=$(B)/obj/%.o)
+SUP_LIB_OBJS = $(SUP_LIB_SRCS:%.c=$(B)/obj/%.o)
+
+CTL_SRCS = supervisor/rolloverctl.c
+CTL_OBJS = $(CTL_SRCS:%.c=$(B)/obj/%.o)
+
+# ---- the worker library and the example workers ------------------------
+
+WLIB_SRCS = worker/rollover_worker.c
+WLIB_OBJS = $(WLIB_SRCS:%.c=$(B)/obj/%.o)
+HELLO_OBJS = $(B)/obj/worker/hello.o
+
+BINS = $(B)/rollover $(B)/rolloverctl $(B)/rollover-hello
+
+all: $(BINS)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(CONFIG_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/rollover: $(SUP_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CONFIG_LIBS) $(INOTIFY_LIBS)
+
+$(B)/rolloverctl: $(CTL_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+$(B)/rollover-hello: $(HELLO_OBJS) $(WLIB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+# ---- tests -------------------------------------------------------------
+
+UNIT_SRCS = $(wildcard tests/unit/test_*.c)
+UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
+
+$(B)/tests/%: tests/unit/%.c $(SUP_LIB_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(CONFIG_CFLAGS) -Isupervisor -o $@ $^ \
+	    $(CONFIG_LIBS) -lcmocka
+
+check-unit: $(UNIT_BINS)
+	@for t in $(UNIT_BINS); do echo "== $$t"; $$t || exit 1; done
+
+check-system: all
+	$(PYTHON) -m pytest -q tests/system
+
+check: all check-unit check-system
+
+# ---- running and installing --------------------------------------------
+
+run: all
+	$(B)/rollover -c etc/rollover.conf
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(MANDIR)/man8
+	install -m 755 $(B)/rollover $(DESTDIR)$(SBINDIR)/rollover
+	install -m 755 $(B)/rolloverctl $(DESTDIR)$(BINDIR)/rolloverctl
+	install -m 755 $(B)/rollover-hello $(DESTDIR)$(LIBEXECDIR)/rollover-hello
+	install -m 644 man/rollover.8 $(DESTDIR)$(MANDIR)/man8/rollover.8
+	install -m 644 man/rollover.conf.5 $(DESTDIR)$(MANDIR)/man5/rollover.conf.5
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/rollover $(DESTDIR)$(BINDIR)/rolloverctl \
+	    $(DESTDIR)$(LIBEXECDIR)/rollover-hello \
+	    $(DESTDIR)$(MANDIR)/man8/rollover.8 \
+	    $(DESTDIR)$(MANDIR)/man5/rollover.conf.5
+	-rmdir $(DESTDIR)$(LIBEXECDIR)
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

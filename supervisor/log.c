@@ -1,0 +1,156 @@
+/*
+ * log.c - one line per event on stderr.
+ *
+ * Each line goes out in a single write(2) so that lines from the
+ * supervisor and from workers sharing stderr do not interleave.  Under
+ * systemd (JOURNAL_STREAM names our stderr) lines carry a "<N>" priority
+ * prefix instead of a timestamp, since journald stamps them itself.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rollover.h"
+
+static enum log_level log_max = LOG_INFO;
+static int log_journal;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const char *const level_words[] = {"error: ", "warning: ", "", "debug: "};
+static const int level_prio[] = {3, 4, 6, 7};
+
+/* JOURNAL_STREAM is "DEV:INO" of the stream systemd connected to stderr. */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2)
+		return 0;
+	if (fstat(STDERR_FILENO, &st) == -1)
+		return 0;
+	return st.st_dev == dev && st.st_ino == ino;
+}
+
+void log_init(enum log_level level)
+{
+	log_max = level;
+	log_journal = stderr_is_journal();
+}
+
+void log_set_level(enum log_level level)
+{
+	log_max = level;
+}
+
+int log_level_parse(const char *name, enum log_level *level)
+{
+	for (size_t i = 0; i < ARRAY_LEN(level_names); i++) {
+		if (strcmp(name, level_names[i]) == 0) {
+			*level = (enum log_level)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static size_t stamp(char *buf, size_t len, enum log_level level)
+{
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+
+	if (log_journal)
+		return (size_t)snprintf(buf, len, "<%d>%s", level_prio[level],
+					level_words[level]);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	n = strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+	n += (size_t)snprintf(buf + n, len - n, ".%03ld rollover[%d]: %s",
+			      ts.tv_nsec / 1000000, (int)getpid(),
+			      level_words[level]);
+	return n;
+}
+
+static void vlog(enum log_level level, int with_errno, const char *fmt,
+		 va_list ap)
+{
+	char line[2048];
+	size_t n, room = sizeof(line) - 1;
+	int saved = errno;
+	int r;
+
+	if (level > log_max)
+		return;
+	n = stamp(line, room, level);
+	if (n >= room)
+		n = room - 1;
+	r = vsnprintf(line + n, room - n, fmt, ap);
+	n = r < 0 ? n : n + (size_t)r;
+	if (n >= room)
+		n = room - 1;
+	if (with_errno)
+		n += (size_t)snprintf(line + n, room - n, ": %s", strerror(saved));
+	if (n >= room)
+		n = room - 1;
+	line[n++] = '\n';
+	(void)!write(STDERR_FILENO, line, n);
+	errno = saved;
+}
+
+#define LOG_FN(name, level, with_errno)                                        \
+	void name(const char *fmt, ...)                                        \
+	{                                                                      \
+		va_list ap;                                                    \
+		va_start(ap, fmt);                                             \
+		vlog(level, with_errno, fmt, ap);                              \
+		va_end(ap);                                                    \
+	}
+
+LOG_FN(log_error, LOG_ERROR, 1)
+LOG_FN(log_errorx, LOG_ERROR, 0)
+LOG_FN(log_warn, LOG_WARN, 1)
+LOG_FN(log_warnx, LOG_WARN, 0)
+LOG_FN(log_info, LOG_INFO, 0)
+LOG_FN(log_debug, LOG_DEBUG, 0)
+
+/*
+ * Start-up failures print "rollover: what: why" with no timestamp: the
+ * user is looking at a terminal or at systemctl status, not at a log.
+ */
+static void vfatal(int with_errno, const char *fmt, va_list ap)
+{
+	int saved = errno;
+
+	fputs("rollover: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	if (with_errno)
+		fprintf(stderr, ": %s", strerror(saved));
+	fputc('\n', stderr);
+}
+
+void fatal(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vfatal(1, fmt, ap);
+	va_end(ap);
+	exit(status);
+}
+
+void fatalx(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vfatal(0, fmt, ap);
+	va_end(ap);
+	exit(status);
+}

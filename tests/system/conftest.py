@@ -1,0 +1,176 @@
+"""Shared helpers for the system tests: they start the real binaries.
+
+Every test gets its own directory, config and free port on 127.0.0.1,
+bounds every wait in time, and kills what it started by pid.
+"""
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("ROLLOVER_BUILD", os.path.join(ROOT, "build"))
+ROLLOVER = os.path.join(BUILD, "rollover")
+HELLO = os.path.join(BUILD, "rollover-hello")
+TESTWORKER = os.path.join(ROOT, "tests", "system", "testworker.py")
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1"):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+def pid_alive(pid):
+    """True if pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def children(pid):
+    """Direct children of pid (from /proc/*/stat), zombies excluded."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(d))
+    return sorted(out)
+
+
+def http_get(port, path="/", host="127.0.0.1", timeout=5.0, headers=None):
+    c = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        c.close()
+
+
+def conf_str(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def group_conf(**kw):
+    """libconfig text for one group; lists become arrays."""
+    lines = []
+    for k, v in kw.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, str):
+            v = conf_str(v)
+        elif isinstance(v, (list, tuple)):
+            v = "[ " + ", ".join(conf_str(x) for x in v) + " ]"
+        elif isinstance(v, dict):
+            v = "{ " + " ".join("%s = %s;" % (a, conf_str(b)) for a, b in v.items()) + " }"
+        lines.append("    %s = %s;" % (k, v))
+    return "  {\n" + "\n".join(lines) + "\n  }"
+
+
+def write_conf(path, groups, **top):
+    text = ""
+    for k, v in top.items():
+        text += "%s = %s;\n" % (k, conf_str(v) if isinstance(v, str) else v)
+    text += "groups = (\n" + ",\n".join(groups) + "\n);\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class Supervisor:
+    """A running `rollover -c CONF`, its log, and what it started."""
+
+    def __init__(self, conf, workdir):
+        self.conf = conf
+        self.logpath = os.path.join(workdir, "rollover.log")
+        self.logf = open(self.logpath, "wb")
+        self.proc = subprocess.Popen(
+            [ROLLOVER, "-c", conf], stdin=subprocess.DEVNULL,
+            stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir)
+        self.pid = self.proc.pid
+        self.seen = set()
+
+    def log(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def count(self, pattern):
+        return len(re.findall(pattern, self.log()))
+
+    def wait_log(self, pattern, n=1, timeout=10.0):
+        return wait_for(lambda: self.count(pattern) >= n, timeout,
+                        "%d x %r in log:\n%s" % (n, pattern, self.log()[-3000:]))
+
+    def workers(self):
+        ws = children(self.pid)
+        self.seen.update(ws)
+        return ws
+
+    def wait_workers(self, n, timeout=10.0):
+        return wait_for(lambda: (lambda w: w if len(w) == n else None)(self.workers()),
+                        timeout, "%d workers" % n)
+
+    def ready_pids(self):
+        return [int(p) for p in re.findall(r"worker (\d+) \(slot \d+, generation \d+\) ready", self.log())]
+
+    def wait_ready(self, n, timeout=10.0):
+        self.wait_log(r"\) ready after", n, timeout)
+        return self.ready_pids()
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout=10.0):
+        return self.proc.wait(timeout=timeout)
+
+    def kill_all(self):
+        if self.proc.poll() is None:
+            self.workers()
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        for p in self.seen:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.logf.close()
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    """Factory: supervisor(groups, **top) starts rollover on a config."""
+    started = []
+
+    def start(groups, conf_name="rollover.conf", **top):
+        conf = write_conf(str(tmp_path / conf_name), groups, **top)
+        s = Supervisor(conf, str(tmp_path))
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.kill_all()
