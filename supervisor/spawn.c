@@ -68,15 +68,26 @@ static void put_digits(char *p, long v)
 	*p = '\0';
 }
 
+/*
+ * Reset every disposition to the default, since an ignored signal stays
+ * ignored across exec.  This uses rt_sigaction directly: glibc's
+ * sigaction refuses the two real-time signals it reserves (32 and 33),
+ * and we may have inherited those ignored too.
+ */
 static void child_signals(void)
 {
-	struct sigaction dfl;
+	struct {
+		void (*handler)(int);
+		unsigned long flags;
+		void (*restorer)(void);
+		uint64_t mask;
+	} dfl = {SIG_DFL, 0, NULL, 0};
 	sigset_t none;
 
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL;
 	for (int s = 1; s < NSIG; s++)
-		(void)sigaction(s, &dfl, NULL); /* fails for KILL/STOP: fine */
+		if (s != SIGKILL && s != SIGSTOP)
+			(void)syscall(SYS_rt_sigaction, s, &dfl, NULL,
+				      sizeof(dfl.mask));
 	sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 }
