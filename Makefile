@@ -38,7 +38,8 @@ SUP_LIB_SRCS = supervisor/addr.c supervisor/config.c supervisor/log.c \
                supervisor/util.c
 SUP_SRCS     = $(SUP_LIB_SRCS) supervisor/group.c supervisor/listener.c \
                supervisor/loop.c supervisor/notify.c supervisor/pidfile.c \
-               supervisor/spawn.c supervisor/worker.c supervisor/main.c
+               supervisor/spawn.c supervisor/worker.c supervisor/binary.c \
+               supervisor/watch.c supervisor/main.c
 SUP_OBJS     = $(SUP_SRCS:%.c=$(B)/obj/%.o)
 SUP_LIB_OBJS = $(SUP_LIB_SRCS:%.c=$(B)/obj/%.o)
 
@@ -78,10 +79,23 @@ $(B)/tests/%: tests/unit/%.c $(SUP_LIB_OBJS)
 	$(CC) $(CFLAGS) $(CONFIG_CFLAGS) -Isupervisor -o $@ $^ \
 	    $(CONFIG_LIBS) -lcmocka
 
+# Workers for the system tests: hello variants that answer differently,
+# and binaries that fail in one way each.
+TEST_WORKERS = $(B)/tests/hello-a $(B)/tests/hello-b $(B)/tests/bad-exit \
+               $(B)/tests/bad-noready $(B)/tests/bad-crash
+
+$(B)/tests/hello-%: worker/hello.c $(WLIB_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iworker '-DHELLO_MESSAGE="variant $*\n"' -o $@ $^
+
+$(B)/tests/bad-%: tests/workers/misbehave.c $(WLIB_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iworker -DMODE_$(shell echo $* | tr a-z A-Z) -o $@ $^
+
 check-unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do echo "== $$t"; $$t || exit 1; done
 
-check-system: all
+check-system: all $(TEST_WORKERS)
 	$(PYTHON) -m pytest -q tests/system
 
 check: all check-unit check-system

@@ -560,6 +560,17 @@ static void config_group_listen(struct config_ctx *x, struct config_gctx *gx,
 	}
 }
 
+/* How many new workers may be starting at once in a rollover; 0: all. */
+static void config_group_rollout_batch(struct config_ctx *x,
+				       struct config_gctx *gx,
+				       const config_setting_t *s)
+{
+	long long v;
+
+	if (config_want_int(x, s, 0, 1024, &v) == 0)
+		gx->g->rollout_batch = (unsigned)v;
+}
+
 static void config_group_backlog(struct config_ctx *x, struct config_gctx *gx,
 				 const config_setting_t *s)
 {
@@ -699,6 +710,7 @@ static const struct config_group_key {
     {"watch_paths", config_group_watch_paths},
     {"settle", config_group_settle},
     {"settle_max", config_group_settle_max},
+    {"rollout_batch", config_group_rollout_batch},
 };
 
 /* ---- credentials and the command --------------------------------------- */

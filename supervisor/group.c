@@ -1,13 +1,22 @@
 /*
- * group.c - groups of workers, their generations and slots.
+ * group.c - groups, their generations, and the rollover between them.
  *
- * A group owns its listeners and its current generation.  A generation is
- * one configuration (one command, one set of args) run in `workers`
- * slots; each slot holds at most one live worker and remembers its
- * restart backoff.  A worker that dies unasked is restarted in its slot
- * after 100 ms, doubling up to 30 s; the delay starts over once a worker
- * has stayed ready for BACKOFF_RESET_MS.
+ * A group serves through one generation at a time: one configuration
+ * and one pinned binary, run in `workers` slots.  A rollover starts a new
+ * generation beside the serving one and waits until every one of its
+ * slots holds a ready worker; only then does the old generation get the
+ * stop signal, so ready capacity never drops below `workers` (promise 2).
+ * If any new worker fails before that, the new generation is aborted and
+ * the old one has not been touched (promise 3).  A trigger during a
+ * rollover aborts the one in flight and starts from the newest state
+ * (promise 4).  The states are drawn in rollover.h.
+ *
+ * In a serving generation a worker that dies unasked is restarted in its
+ * slot after 100 ms, doubling up to 30 s; the delay starts over once a
+ * worker has stayed ready for BACKOFF_RESET_MS (promise 6).
  */
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,49 +27,49 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 30000
 #define BACKOFF_RESET_MS 10000
+#define BUSY_RETRY_MS 50 /* exec refused with ETXTBSY: a writer is closing */
+#define BUSY_TRIES 40
 
 struct wgroup *groups;
 
-static void slot_restart(void *arg);
+static void slot_timer(void *arg);
+static void gen_abort(struct gen *gen, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-static struct gen *gen_new(struct wgroup *g)
+const char *trigger_name(enum trigger t)
 {
-	const struct group_conf *gc = g->conf;
-	struct gen *gen = xcalloc(1, sizeof(*gen));
+	static const char *const names[] = {"start", "signal", "watch",
+					    "control"};
 
-	gen->group = g;
-	gen->number = ++g->last_gen;
-	gen->conf = gc;
-	gen->nslots = gc->workers;
-	gen->slots = xcalloc(gen->nslots, sizeof(*gen->slots));
-	for (unsigned i = 0; i < gen->nslots; i++) {
-		struct slot *s = &gen->slots[i];
-
-		s->gen = gen;
-		s->index = i;
-		timer_init(&s->restart, slot_restart, s);
-	}
-	return gen;
+	return names[t];
 }
 
-static void gen_free(struct gen *gen)
+/* ---- configs are shared by the generations started from them ----------- */
+
+void config_ref(struct config *c)
 {
-	for (unsigned i = 0; i < gen->nslots; i++)
-		timer_cancel(&gen->slots[i].restart);
-	free(gen->slots);
-	free(gen);
+	c->refs++;
 }
+
+void config_unref(struct config *c)
+{
+	if (c != NULL && --c->refs == 0)
+		config_free(c);
+}
+
+/* ---- listeners ----------------------------------------------------------- */
 
 /*
- * In per-worker mode every TCP address gets one socket per slot; unix
- * sockets have no SO_REUSEPORT, so they stay shared.
+ * The sockets of a group's config, in config order.  In per-worker mode
+ * every TCP address gets one socket per slot; unix sockets have no
+ * SO_REUSEPORT, so they stay shared.
  */
-static int group_listen(struct wgroup *g)
+static struct listener **listeners_take(const struct group_conf *gc,
+					size_t *n)
 {
-	const struct group_conf *gc = g->conf;
-	size_t n = gc->nlisten * gc->workers;
+	struct listener **v = xcalloc(gc->nlisten * gc->workers, sizeof(*v));
 
-	g->listeners = xcalloc(n, sizeof(*g->listeners));
+	*n = 0;
 	for (size_t i = 0; i < gc->nlisten; i++) {
 		int per_worker = gc->listen_mode == LISTEN_PER_WORKER &&
 				 gc->listen[i].ss.ss_family != AF_UNIX;
@@ -70,36 +79,31 @@ static int group_listen(struct wgroup *g)
 			    &gc->listen[i], per_worker ? (int)s : -1,
 			    gc->backlog);
 
-			if (l == NULL)
-				return -1;
-			g->listeners[g->nlisteners++] = l;
+			if (l == NULL) {
+				while (*n > 0)
+					listener_put(v[--*n]);
+				free(v);
+				return NULL;
+			}
+			v[(*n)++] = l;
 		}
 	}
-	return 0;
+	return v;
 }
 
-int group_create_all(const struct config *c)
+static void listeners_drop(struct listener **v, size_t n)
 {
-	struct wgroup **tail = &groups;
-
-	for (size_t i = 0; i < c->ngroups; i++) {
-		struct wgroup *g = xcalloc(1, sizeof(*g));
-
-		g->conf = &c->groups[i];
-		*tail = g;
-		tail = &g->next;
-		if (group_listen(g) == -1)
-			return -1;
-	}
-	return 0;
+	for (size_t i = 0; i < n; i++)
+		listener_put(v[i]);
+	free(v);
 }
 
-size_t group_fds(const struct wgroup *g, unsigned slot, int *fds, size_t max)
+size_t gen_fds(const struct gen *gen, unsigned slot, int *fds, size_t max)
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < g->nlisteners && n < max; i++) {
-		const struct listener *l = g->listeners[i];
+	for (size_t i = 0; i < gen->nlisteners && n < max; i++) {
+		const struct listener *l = gen->listeners[i];
 
 		if (l->slot == -1 || l->slot == (int)slot)
 			fds[n++] = l->fd;
@@ -107,7 +111,141 @@ size_t group_fds(const struct wgroup *g, unsigned slot, int *fds, size_t max)
 	return n;
 }
 
-/* ---- slots ------------------------------------------------------------- */
+/* ---- generations --------------------------------------------------------- */
+
+static struct gen *gen_new(struct wgroup *g, struct config *c,
+			   const struct group_conf *gc, enum trigger t)
+{
+	struct gen *gen = xcalloc(1, sizeof(*gen));
+
+	gen->group = g;
+	gen->number = ++g->last_gen;
+	gen->trigger = t;
+	gen->trigger_ms = now_ms();
+	gen->config = c;
+	config_ref(c);
+	gen->conf = gc;
+	binary_init(&gen->bin);
+	gen->nslots = gc->workers;
+	gen->slots = xcalloc(gen->nslots, sizeof(*gen->slots));
+	for (unsigned i = 0; i < gen->nslots; i++) {
+		struct slot *s = &gen->slots[i];
+
+		s->gen = gen;
+		s->index = i;
+		timer_init(&s->restart, slot_timer, s);
+	}
+	gen->next = g->gens;
+	g->gens = gen;
+	return gen;
+}
+
+static void group_free(struct wgroup *g);
+
+/* A generation goes once nothing of it runs and nothing will. */
+static void gen_release(struct gen *gen)
+{
+	struct wgroup *g = gen->group;
+	struct gen **pp;
+
+	if (gen->nlive > 0 || gen == g->current || gen == g->next_gen)
+		return;
+	for (pp = &g->gens; *pp != gen; pp = &(*pp)->next)
+		;
+	*pp = gen->next;
+	for (unsigned i = 0; i < gen->nslots; i++)
+		timer_cancel(&gen->slots[i].restart);
+	free(gen->slots);
+	listeners_drop(gen->listeners, gen->nlisteners);
+	binary_close(&gen->bin);
+	config_unref(gen->config);
+	free(gen);
+	if (g->removed && g->gens == NULL)
+		group_free(g);
+}
+
+/* Stop every worker of gen and cancel its pending restarts. */
+static void gen_stop(struct gen *gen, enum gen_state state)
+{
+	gen->state = state;
+	for (unsigned i = 0; i < gen->nslots; i++) {
+		struct slot *s = &gen->slots[i];
+
+		timer_cancel(&s->restart);
+		if (s->worker != NULL)
+			worker_stop(s->worker);
+	}
+}
+
+static unsigned gen_ready_count(const struct gen *gen)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < gen->nslots; i++)
+		if (gen->slots[i].worker != NULL &&
+		    gen->slots[i].worker->state == W_READY)
+			n++;
+	return n;
+}
+
+static void record(struct wgroup *g, const struct gen *gen,
+		   const char *result)
+{
+	g->last.generation = gen->number;
+	g->last.trigger = gen->trigger;
+	g->last.result = result;
+	g->last.started_ms = gen->trigger_ms;
+	g->last.duration_ms = now_ms() - gen->trigger_ms;
+	if (strcmp(result, "aborted") != 0)
+		g->last.reason[0] = '\0';
+}
+
+static void gen_abort(struct gen *gen, const char *fmt, ...)
+{
+	struct wgroup *g = gen->group;
+	va_list ap;
+
+	record(g, gen, "aborted");
+	va_start(ap, fmt);
+	vsnprintf(g->last.reason, sizeof(g->last.reason), fmt, ap);
+	va_end(ap);
+	log_errorx("%s: generation %u aborted: %s", g->name, gen->number,
+		   g->last.reason);
+	if (g->next_gen == gen)
+		g->next_gen = NULL;
+	gen_stop(gen, G_ABORTED);
+	gen_release(gen);
+}
+
+/*
+ * Every slot of the new generation is ready: it takes over, and the old
+ * one is told to stop.  This is the moment the rollover's time is taken.
+ */
+static void gen_promote(struct gen *gen)
+{
+	struct wgroup *g = gen->group;
+	struct gen *old = g->current;
+	unsigned nold = 0;
+
+	gen->state = G_SERVING;
+	g->next_gen = NULL;
+	g->current = gen;
+	if (old != NULL) {
+		for (unsigned i = 0; i < old->nslots; i++)
+			nold += old->slots[i].worker != NULL;
+		gen_stop(old, G_DRAINING);
+	}
+	record(g, gen, "ok");
+	log_info("%s: generation %u serving after %llu ms (trigger: %s); "
+		 "stopping %u worker%s of generation %u",
+		 g->name, gen->number, (unsigned long long)g->last.duration_ms,
+		 trigger_name(gen->trigger), nold, nold == 1 ? "" : "s",
+		 old != NULL ? old->number : 0);
+	if (old != NULL)
+		gen_release(old);
+}
+
+/* ---- slots --------------------------------------------------------------- */
 
 static uint64_t slot_backoff(struct slot *s, const struct worker *w)
 {
@@ -121,33 +259,107 @@ static uint64_t slot_backoff(struct slot *s, const struct worker *w)
 	return delay;
 }
 
+/*
+ * Start a worker in s.  A text-busy exec is retried shortly: a writer
+ * is about to close the file.  Any other failure aborts a starting
+ * generation, and is retried with backoff in a serving one.
+ */
 static void slot_start(struct slot *s)
 {
-	s->worker = worker_start(s->gen, s->index);
-	if (s->worker == NULL) {
-		uint64_t delay = slot_backoff(s, NULL);
+	struct gen *gen = s->gen;
+	uint64_t delay;
+	int err;
 
-		log_info("%s: slot %u: retrying in %llu ms", s->gen->conf->name,
-			 s->index, (unsigned long long)delay);
-		timer_set(&s->restart, delay);
+	s->launched = 1;
+	s->worker = worker_start(gen, s->index, &err);
+	if (s->worker != NULL) {
+		gen->nlive++;
+		return;
 	}
+	if (err == ETXTBSY && s->busy_tries++ < BUSY_TRIES) {
+		timer_set(&s->restart, BUSY_RETRY_MS);
+		return;
+	}
+	if (gen->state == G_STARTING) {
+		gen_abort(gen, "worker %u could not be started: %s", s->index,
+			  strerror(err));
+		return;
+	}
+	delay = slot_backoff(s, NULL);
+	log_info("%s: slot %u: retrying in %llu ms", gen->group->name, s->index,
+		 (unsigned long long)delay);
+	timer_set(&s->restart, delay);
 }
 
-static void slot_restart(void *arg)
+static void slot_timer(void *arg)
 {
 	struct slot *s = arg;
 
 	if (stopping)
 		return;
-	s->restarts++;
+	if (s->launched && s->busy_tries == 0)
+		s->restarts++;
 	slot_start(s);
+}
+
+/*
+ * Start the slots of a new generation that are not started yet, keeping
+ * at most rollout_batch of them starting at once.
+ */
+static void gen_launch(struct gen *gen)
+{
+	unsigned limit = gen->conf->rollout_batch;
+	unsigned starting = 0;
+
+	if (gen->state != G_STARTING || limit == 0)
+		limit = gen->nslots;
+	for (unsigned i = 0; i < gen->nslots; i++) {
+		struct slot *s = &gen->slots[i];
+
+		if ((s->worker != NULL && s->worker->state == W_STARTING) ||
+		    timer_armed(&s->restart))
+			starting++;
+	}
+	for (unsigned i = 0; i < gen->nslots && starting < limit; i++) {
+		struct slot *s = &gen->slots[i];
+
+		if (s->launched)
+			continue;
+		slot_start(s);
+		if (gen->state == G_ABORTED)
+			return;
+		starting++;
+	}
 }
 
 /* ---- what workers tell their generation -------------------------------- */
 
 void gen_worker_ready(struct worker *w)
 {
-	(void)w;
+	struct gen *gen = w->gen;
+	struct wgroup *g = gen->group;
+
+	if (gen->state == G_STARTING) {
+		if (gen_ready_count(gen) == gen->nslots)
+			gen_promote(gen);
+		else
+			gen_launch(gen);
+	} else if (gen->state == G_SERVING && g->last.generation == gen->number &&
+		   strcmp(g->last.result, "running") == 0 &&
+		   gen_ready_count(gen) == gen->nslots) {
+		record(g, gen, "ok");
+		log_info("%s: generation %u ready after %llu ms", g->name,
+			 gen->number, (unsigned long long)g->last.duration_ms);
+	}
+}
+
+void gen_worker_not_ready(struct worker *w)
+{
+	struct gen *gen = w->gen;
+
+	if (gen->state == G_STARTING)
+		gen_abort(gen, "worker %u not ready within %llu ms", w->slot,
+			  (unsigned long long)gen->conf->ready_timeout_ms);
 }
 
 void gen_worker_exited(struct worker *w, int status)
@@ -161,40 +373,185 @@ void gen_worker_exited(struct worker *w, int status)
 	wait_status_str(status, how, sizeof(how));
 	if (s->worker == w)
 		s->worker = NULL;
-	if (stopping) {
-		log_info("%s: worker %d (slot %u, generation %u) %s after %llu ms",
-			 gen->conf->name, (int)w->pid, w->slot, gen->number, how,
+	gen->nlive--;
+	if (stopping || gen->state == G_DRAINING || gen->state == G_ABORTED ||
+	    (w->stop_requested && gen->state == G_STARTING)) {
+		log_info("%s: worker %d (slot %u, generation %u) %s after "
+			 "%llu ms",
+			 gen->group->name, (int)w->pid, w->slot, gen->number, how,
 			 (unsigned long long)ran);
+		gen_release(gen);
 		supervisor_check_stopped();
+		return;
+	}
+	if (gen->state == G_STARTING) {
+		gen_abort(gen, "worker %u %s %s ready", w->slot, how,
+			  w->ready_ms != 0 ? "after it was" : "before");
 		return;
 	}
 	delay = slot_backoff(s, w);
 	log_warnx("%s: worker %d (slot %u, generation %u) %s after %llu ms; "
 		  "restarting in %llu ms",
-		  gen->conf->name, (int)w->pid, w->slot, gen->number, how,
+		  gen->group->name, (int)w->pid, w->slot, gen->number, how,
 		  (unsigned long long)ran, (unsigned long long)delay);
 	timer_set(&s->restart, delay);
 }
 
-/* ---- the whole supervisor ------------------------------------------------ */
+/* ---- rollovers ----------------------------------------------------------- */
 
-void group_start_all(void)
+/* A group's first generation: serving at once, see rollover.h. */
+static void group_first_gen(struct wgroup *g, struct config *c,
+			    enum trigger t)
 {
-	for (struct wgroup *g = groups; g != NULL; g = g->next) {
-		g->current = gen_new(g);
-		log_info("%s: starting generation %u with %u worker%s",
-			 g->conf->name, g->current->number, g->current->nslots,
-			 g->current->nslots == 1 ? "" : "s");
-		for (unsigned i = 0; i < g->current->nslots; i++)
-			slot_start(&g->current->slots[i]);
+	struct gen *gen = gen_new(g, c, g->conf, t);
+	const char *why;
+
+	gen->state = G_SERVING;
+	g->current = gen;
+	record(g, gen, "running");
+	if (binary_open(&gen->bin, g->conf->command, &why) == -1)
+		log_warnx("%s: %s: %s; starting it by path", g->name,
+			  g->conf->command, why);
+	else
+		g->last_fp = gen->bin;
+	g->last_fp.fd = -1;
+	gen->listeners = listeners_take(g->conf, &gen->nlisteners);
+	log_info("%s: starting generation %u with %u worker%s", g->name,
+		 gen->number, gen->nslots, gen->nslots == 1 ? "" : "s");
+	gen_launch(gen);
+}
+
+void group_rollover(struct wgroup *g, enum trigger t, struct binary *bin)
+{
+	const char *why = NULL;
+	struct binary b;
+	struct gen *gen;
+
+	if (stopping || g->removed)
+		return;
+	if (bin != NULL)
+		b = *bin;
+	else if (binary_open(&b, g->conf->command, &why) == -1)
+		b.fd = -1;
+	if (g->next_gen != NULL)
+		gen_abort(g->next_gen, "superseded by generation %u",
+			  g->last_gen + 1);
+	gen = gen_new(g, g->config, g->conf, t);
+	gen->state = G_STARTING;
+	g->next_gen = gen;
+	record(g, gen, "running");
+	log_info("%s: rollover to generation %u begun (trigger: %s)", g->name,
+		 gen->number, trigger_name(t));
+	if (b.fd == -1) {
+		gen_abort(gen, "%s: %s", g->conf->command, why);
+		return;
 	}
+	gen->bin = b;
+	g->last_fp = b;
+	g->last_fp.fd = -1;
+	gen->listeners = listeners_take(g->conf, &gen->nlisteners);
+	if (gen->listeners == NULL && g->conf->nlisten > 0) {
+		gen_abort(gen, "cannot open its listeners");
+		return;
+	}
+	gen_launch(gen);
+}
+
+/* ---- groups and configs ------------------------------------------------- */
+
+struct wgroup *group_find(const char *name)
+{
+	for (struct wgroup *g = groups; g != NULL; g = g->next)
+		if (strcmp(g->name, name) == 0)
+			return g;
+	return NULL;
+}
+
+static void group_free(struct wgroup *g)
+{
+	struct wgroup **pp;
+
+	for (pp = &groups; *pp != NULL && *pp != g; pp = &(*pp)->next)
+		;
+	if (*pp == g)
+		*pp = g->next;
+	watch_forget(g);
+	if (!stopping)
+		log_info("%s: removed", g->name);
+	free(g->name);
+	free(g);
+}
+
+static void group_remove(struct wgroup *g)
+{
+	g->removed = 1;
+	if (g->next_gen != NULL)
+		gen_abort(g->next_gen, "the group was removed");
+	if (g->current != NULL) {
+		struct gen *gen = g->current;
+
+		g->current = NULL;
+		gen_stop(gen, G_DRAINING);
+		gen_release(gen);
+	} else if (g->gens == NULL) {
+		group_free(g);
+	}
+}
+
+int group_apply_config(struct config *c, enum trigger t)
+{
+	struct listener ***held = xcalloc(c->ngroups, sizeof(*held));
+	size_t *nheld = xcalloc(c->ngroups, sizeof(*nheld));
+	struct wgroup *g, *next, **tail;
+	int ok = 1;
+
+	/* Open every new listener first, so that a failure changes nothing. */
+	for (size_t i = 0; i < c->ngroups && ok; i++) {
+		held[i] = listeners_take(&c->groups[i], &nheld[i]);
+		ok = held[i] != NULL || c->groups[i].nlisten == 0;
+	}
+	if (ok) {
+		config_ref(c);
+		for (g = groups; g != NULL; g = next) {
+			next = g->next;
+			if (!g->removed && config_group(c, g->name) == NULL)
+				group_remove(g);
+		}
+		for (size_t i = 0; i < c->ngroups; i++) {
+			const struct group_conf *gc = &c->groups[i];
+
+			g = group_find(gc->name);
+			if (g != NULL && !g->removed) {
+				g->config = c;
+				g->conf = gc;
+				group_rollover(g, t, NULL);
+				continue;
+			}
+			g = xcalloc(1, sizeof(*g));
+			g->name = xstrdup(gc->name);
+			g->config = c;
+			g->conf = gc;
+			for (tail = &groups; *tail != NULL; tail = &(*tail)->next)
+				;
+			*tail = g;
+			group_first_gen(g, c, t);
+		}
+		config_unref(c); /* the generations hold it now */
+	}
+	for (size_t i = 0; i < c->ngroups; i++)
+		if (held[i] != NULL)
+			listeners_drop(held[i], nheld[i]);
+	free(held);
+	free(nheld);
+	return ok ? 0 : -1;
 }
 
 void group_stop_all(int immediately)
 {
 	for (struct wgroup *g = groups; g != NULL; g = g->next)
-		for (unsigned i = 0; g->current && i < g->current->nslots; i++)
-			timer_cancel(&g->current->slots[i].restart);
+		for (struct gen *gen = g->gens; gen != NULL; gen = gen->next)
+			for (unsigned i = 0; i < gen->nslots; i++)
+				timer_cancel(&gen->slots[i].restart);
 	for (struct worker *w = worker_first(); w != NULL; w = w->next) {
 		if (immediately)
 			worker_kill(w);
@@ -209,10 +566,12 @@ void group_free_all(void)
 	while (groups != NULL) {
 		struct wgroup *g = groups;
 
-		groups = g->next;
-		if (g->current != NULL)
-			gen_free(g->current);
-		free(g->listeners);
-		free(g);
+		g->removed = 1;
+		g->current = NULL;
+		g->next_gen = NULL;
+		while (g->gens != NULL && groups == g) {
+			g->gens->nlive = 0;
+			gen_release(g->gens);
+		}
 	}
 }

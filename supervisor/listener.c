@@ -123,12 +123,15 @@ struct listener *listener_get(const struct addr *a, int slot, int backlog)
 		if (!addr_equal(&l->addr, a))
 			continue;
 		first = 0;
-		if (l->slot == slot)
+		if (l->slot == slot) {
+			l->refs++;
 			return l;
+		}
 	}
 	l = xcalloc(1, sizeof(*l));
 	l->addr = *a;
 	l->slot = slot;
+	l->refs = 1;
 	l->fd = open_socket(a, backlog, first);
 	if (l->fd == -1) {
 		log_errorx("%s: %s", a->text, strerror(errno));
@@ -144,19 +147,29 @@ struct listener *listener_get(const struct addr *a, int slot, int backlog)
 	return l;
 }
 
-void listener_close_all(void)
+/*
+ * Close a socket no generation uses any more.  Workers that still drain
+ * hold their own copy; a unix socket's file goes with the last socket of
+ * its address.
+ */
+void listener_put(struct listener *l)
 {
-	while (listeners != NULL) {
-		struct listener *l = listeners;
-		int first = 1;
+	struct listener **pp;
+	int last = 1;
 
-		listeners = l->next;
-		for (struct listener *o = listeners; o != NULL; o = o->next)
-			if (addr_equal(&o->addr, &l->addr))
-				first = 0;
-		if (first && is_unix_path(&l->addr))
-			(void)unlink(unix_path(&l->addr));
-		close(l->fd);
-		free(l);
-	}
+	if (--l->refs > 0)
+		return;
+	for (pp = &listeners; *pp != l; pp = &(*pp)->next)
+		;
+	*pp = l->next;
+	for (struct listener *o = listeners; o != NULL; o = o->next)
+		if (addr_equal(&o->addr, &l->addr))
+			last = 0;
+	if (last && is_unix_path(&l->addr))
+		(void)unlink(unix_path(&l->addr));
+	if (!stopping)
+		log_info("closed %s%s", l->addr.text,
+			 l->slot < 0 ? "" : " (one slot's socket)");
+	close(l->fd);
+	free(l);
 }

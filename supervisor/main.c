@@ -89,6 +89,50 @@ static void begin_stop(int sig, int immediately)
 	group_stop_all(immediately);
 }
 
+static int strings_differ(const char *a, const char *b)
+{
+	return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+/* Errors of a config read on SIGHUP go to the log, one line each. */
+static void report_reload_error(const char *line)
+{
+	log_errorx("%s", line);
+}
+
+/*
+ * SIGHUP: read the config again.  If it is bad, or one of its new
+ * listeners cannot be opened, nothing changes; otherwise it replaces the
+ * running one and every group rolls over.
+ */
+static void reload(void)
+{
+	struct config *c;
+
+	if (stopping)
+		return;
+	log_info("SIGHUP: reloading %s", config->path);
+	c = config_load(config->path, report_reload_error);
+	if (c == NULL) {
+		log_errorx("%s: not reloaded; still running the previous "
+			   "configuration", config->path);
+		return;
+	}
+	config_ref(c);
+	if (group_apply_config(c, TRIGGER_SIGNAL) == -1) {
+		log_errorx("%s: not reloaded; still running the previous "
+			   "configuration", config->path);
+		config_unref(c);
+		return;
+	}
+	if (strings_differ(c->pid_file, config->pid_file))
+		log_warnx("pid_file: a change takes effect at the next start");
+	config_unref(config);
+	config = c;
+	log_set_level(config->log_level);
+	watch_update();
+}
+
 static void on_signal(int fd, uint32_t events, void *arg)
 {
 	struct signalfd_siginfo si;
@@ -108,6 +152,9 @@ static void on_signal(int fd, uint32_t events, void *arg)
 			break;
 		case SIGQUIT:
 			begin_stop(sig, 1);
+			break;
+		case SIGHUP:
+			reload();
 			break;
 		default:
 			log_warnx("SIG%s: not supported yet; ignored",
@@ -141,10 +188,9 @@ static void signals_init(void)
 
 static void cleanup(void)
 {
-	listener_close_all();
-	pidfile_release();
 	group_free_all();
-	config_free(config);
+	pidfile_release();
+	config_unref(config);
 	config = NULL;
 }
 
@@ -175,12 +221,15 @@ int main(int argc, char **argv)
 
 	ensure_std_fds();
 	log_init(LOG_INFO);
+	if (!test)
+		watch_init();
 	config = config_load(path, report_config_error);
 	if (config == NULL)
 		return EXIT_CONFIG;
+	config_ref(config);
 	if (test) {
 		fprintf(stderr, "%s: ok\n", path);
-		config_free(config);
+		config_unref(config);
 		return 0;
 	}
 	log_set_level(config->log_level);
@@ -193,14 +242,13 @@ int main(int argc, char **argv)
 	loop_init();
 	signals_init();
 	notify_path = notify_init();
-	if (group_create_all(config) == -1) {
+	log_info("rollover %s running as pid %d with %s", ROLLOVER_VERSION,
+		 (int)getpid(), path);
+	if (group_apply_config(config, TRIGGER_START) == -1) {
 		cleanup();
 		return 1;
 	}
-
-	log_info("rollover %s running as pid %d with %s", ROLLOVER_VERSION,
-		 (int)getpid(), path);
-	group_start_all();
+	watch_update();
 	status = loop_run();
 	log_info("stopped");
 	cleanup();

@@ -97,6 +97,7 @@ struct group_conf {
 	gid_t *supplementary; /* the user's groups (getgrouplist) */
 	size_t nsupplementary;
 	unsigned workers;  /* resolved: never 0 */
+	unsigned rollout_batch; /* 0: start every new worker at once */
 	struct addr *listen;
 	struct origin *listen_at;
 	size_t nlisten;
@@ -115,6 +116,7 @@ struct group_conf {
 };
 
 struct config {
+	unsigned refs;     /* config_ref()/config_unref(), in group.c */
 	char *path;        /* as given on the command line */
 	char *control;     /* NULL: the default place */
 	char *pid_file;    /* NULL: none */
@@ -182,6 +184,27 @@ struct spawn {
  */
 pid_t spawn_process(const struct spawn *sp, const char **what, int *err);
 
+/* ---- binary.c --------------------------------------------------------- */
+
+#include <time.h>
+
+/* A validated, pinned worker binary, and its fingerprint. */
+struct binary {
+	int fd;          /* O_RDONLY|O_CLOEXEC; -1 when closed */
+	int script;      /* starts with #!: exec'd by path */
+	int busy;        /* after a failure: may just be mid-write */
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+};
+
+void binary_init(struct binary *b);
+/* Open and check path; -1 with *why (static) if it is not runnable. */
+int binary_open(struct binary *b, const char *path, const char **why);
+int binary_same(const struct binary *a, const struct binary *b);
+void binary_close(struct binary *b);
+
 /* ---- listener.c ------------------------------------------------------- */
 
 struct listener {
@@ -189,12 +212,16 @@ struct listener {
 	struct addr addr;
 	int slot;       /* -1: shared by every worker; else a worker slot */
 	int fd;
-	int mark;       /* reload bookkeeping */
+	unsigned refs;  /* generations (and reloads in progress) using it */
 };
 
-/* Open or reuse the socket for (addr, slot); NULL after logging why. */
+/*
+ * Take a reference on the socket for (addr, slot), opening it if no one
+ * holds it yet; NULL after logging why.  An address kept across a reload
+ * thus stays the very same socket.
+ */
 struct listener *listener_get(const struct addr *a, int slot, int backlog);
-void listener_close_all(void);
+void listener_put(struct listener *l);
 
 /* ---- notify.c --------------------------------------------------------- */
 
@@ -204,7 +231,7 @@ const char *notify_init(void);
 /* ---- worker.c --------------------------------------------------------- */
 
 /*
- * A worker's life, the one state machine of this program:
+ * A worker's life, the one state machine of a process:
  *
  *            spawn                ready (READY=1, or `ready` seconds)
  *   (none) --------> STARTING ---------------------------------> READY
@@ -229,10 +256,12 @@ struct worker {
 	uint64_t started_ms;
 	uint64_t ready_ms;
 	int stop_requested; /* the exit is expected, not a crash */
+	int timed_out;      /* stopped for not being ready in time */
 	struct timer timer;
 };
 
-struct worker *worker_start(struct gen *g, unsigned slot);
+/* NULL with *err set (and logged) if the worker could not be started. */
+struct worker *worker_start(struct gen *g, unsigned slot, int *err);
 void worker_ready(struct worker *w);
 void worker_stop(struct worker *w);
 void worker_kill(struct worker *w);
@@ -245,44 +274,106 @@ const char *worker_state_name(enum worker_state s);
 
 /* ---- group.c ---------------------------------------------------------- */
 
+/*
+ * A generation's life, and so a rollover's:
+ *
+ *              all slots ready: the old SERVING one starts DRAINING
+ *   STARTING -------------------------------------------------> SERVING
+ *      |  a worker exits, fails to exec or is not ready in time,   |
+ *      |  or a newer trigger supersedes it                         |
+ *      v                                                           v
+ *   ABORTED (its workers stopped)          DRAINING (when a newer one serves)
+ *      `------------ freed once its last worker has exited --------'
+ *
+ * A group's first generation (at start, or when a reload adds the group)
+ * is SERVING at once: there is nothing to fall back to, so its workers
+ * are restarted with backoff instead of aborting it.
+ */
+enum gen_state { G_STARTING, G_SERVING, G_DRAINING, G_ABORTED };
+enum trigger { TRIGGER_START, TRIGGER_SIGNAL, TRIGGER_WATCH, TRIGGER_CONTROL };
+
 /* One slot of a generation: which worker runs there, and its backoff. */
 struct slot {
 	struct gen *gen;
 	unsigned index;
 	struct worker *worker;
+	int launched;         /* a worker was started here at least once */
 	unsigned restarts;
+	unsigned busy_tries;  /* exec refused with ETXTBSY */
 	uint64_t backoff_ms;
 	struct timer restart;
 };
 
 struct gen {
+	struct gen *next;     /* the group's generations, newest first */
 	struct wgroup *group;
 	unsigned number;
+	enum gen_state state;
+	enum trigger trigger;
+	uint64_t trigger_ms;
+	struct config *config; /* a reference: conf points into it */
 	const struct group_conf *conf;
+	struct binary bin;    /* pinned */
+	struct listener **listeners;
+	size_t nlisteners;
 	struct slot *slots;
 	unsigned nslots;
+	unsigned nlive;       /* workers alive */
+};
+
+struct rollover_record {
+	unsigned generation;
+	enum trigger trigger;
+	const char *result;   /* "running", "ok", "aborted" */
+	char reason[256];
+	uint64_t started_ms;
+	uint64_t duration_ms;
 };
 
 /* A group at run time (struct group is taken by <grp.h>). */
 struct wgroup {
 	struct wgroup *next;
-	const struct group_conf *conf;
-	struct listener **listeners;
-	size_t nlisteners;
-	struct gen *current;
+	char *name;
+	struct config *config;         /* the running config */
+	const struct group_conf *conf; /* the group in it */
+	struct gen *gens;     /* every generation with live workers */
+	struct gen *current;  /* SERVING */
+	struct gen *next_gen; /* STARTING, at most one */
 	unsigned last_gen;
+	struct binary last_fp; /* fingerprint of the newest attempt (no fd) */
+	struct rollover_record last;
+	int removed;          /* gone from the config; freed once drained */
+	struct watch *watch;  /* watch.c's state */
 };
 
 extern struct wgroup *groups;
 
-int group_create_all(const struct config *c);
-void group_start_all(void);
+const char *trigger_name(enum trigger t);
+void config_ref(struct config *c);
+void config_unref(struct config *c);
+/*
+ * Make c the running config: open its new listeners (all or nothing),
+ * start new groups, drain removed ones and roll every other one over.
+ * Returns -1, having changed nothing, if a listener cannot be opened.
+ */
+int group_apply_config(struct config *c, enum trigger t);
+/* Roll g over; bin is a validated binary to pin, or NULL to check now. */
+void group_rollover(struct wgroup *g, enum trigger t, struct binary *bin);
+struct wgroup *group_find(const char *name);
 void group_stop_all(int immediately);
-/* The fds a worker in `slot` of group g gets, in config order. */
-size_t group_fds(const struct wgroup *g, unsigned slot, int *fds, size_t max);
+size_t gen_fds(const struct gen *gen, unsigned slot, int *fds, size_t max);
 void gen_worker_ready(struct worker *w);
+void gen_worker_not_ready(struct worker *w);
 void gen_worker_exited(struct worker *w, int status);
 void group_free_all(void);
+
+/* ---- watch.c ---------------------------------------------------------- */
+
+/* Before any other fd is opened: libinotifytools uses select(). */
+void watch_init(void);
+/* (Re)compute the watches of every group from its current config. */
+void watch_update(void);
+void watch_forget(struct wgroup *g);
 
 /* ---- pidfile.c -------------------------------------------------------- */
 

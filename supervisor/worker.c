@@ -40,7 +40,7 @@ static const char *wname(const struct worker *w)
 	static char buf[160];
 
 	snprintf(buf, sizeof(buf), "%s: worker %d (slot %u, generation %u)",
-		 w->gen->conf->name, (int)w->pid, w->slot, w->gen->number);
+		 w->gen->group->name, (int)w->pid, w->slot, w->gen->number);
 	return buf;
 }
 
@@ -180,7 +180,9 @@ static void starting_timer(struct worker *w)
 	}
 	log_warnx("%s not ready after %llu ms; stopping it", wname(w),
 		  (unsigned long long)gc->ready_timeout_ms);
+	w->timed_out = 1;
 	begin_stop(w);
+	gen_worker_not_ready(w);
 }
 
 /*
@@ -210,20 +212,20 @@ static void worker_event(struct worker *w, enum worker_event ev)
 
 /* ---- the interface ------------------------------------------------------- */
 
-struct worker *worker_start(struct gen *g, unsigned slot)
+struct worker *worker_start(struct gen *g, unsigned slot, int *err)
 {
 	const struct group_conf *gc = g->conf;
 	int fds[SPAWN_MAX_FDS];
-	size_t nfds = group_fds(g->group, slot, fds, ARRAY_LEN(fds));
+	size_t nfds = gen_fds(g, slot, fds, ARRAY_LEN(fds));
 	struct envbuf env = {0};
 	struct spawn sp = {0};
 	struct worker *w;
 	const char *what;
-	int err;
 	pid_t pid;
 
 	sp.path = gc->command;
-	sp.exec_fd = -1;
+	/* The pinned binary; scripts need their path (see binary.c). */
+	sp.exec_fd = g->bin.fd >= 0 && !g->bin.script ? g->bin.fd : -1;
 	sp.argv = argv_build(gc);
 	sp.pid_digits = env_build(&env, g, slot, nfds);
 	sp.envp = env.v;
@@ -236,13 +238,18 @@ struct worker *worker_start(struct gen *g, unsigned slot)
 	sp.gid = gc->gid;
 	sp.groups = gc->supplementary;
 	sp.ngroups = gc->nsupplementary;
-	pid = spawn_process(&sp, &what, &err);
+	pid = spawn_process(&sp, &what, err);
 	free((void *)sp.argv);
 	env_free(&env);
 	if (pid == -1) {
-		log_errorx("%s: slot %u, generation %u: cannot start %s: %s: %s",
-			   gc->name, slot, g->number, gc->command, what,
-			   strerror(err));
+		if (*err == ETXTBSY)
+			log_info("%s: slot %u, generation %u: %s is busy; "
+				 "retrying", g->group->name, slot, g->number,
+				 gc->command);
+		else
+			log_errorx("%s: slot %u, generation %u: cannot start "
+				   "%s: %s: %s", g->group->name, slot,
+				   g->number, gc->command, what, strerror(*err));
 		return NULL;
 	}
 	w = xcalloc(1, sizeof(*w));

@@ -48,6 +48,11 @@
 
 #define PROG "rollover-hello"
 
+/* The tests build variants that answer differently. */
+#ifndef HELLO_MESSAGE
+#define HELLO_MESSAGE "hello from rollover\n"
+#endif
+
 #define IN_MAX 8192          /* read buffer = limit on request line + headers */
 #define OUT_HIGH 65536       /* stop parsing pipelined requests above this */
 #define HEADER_MS 10000      /* first byte of a request to its end */
@@ -1193,7 +1198,7 @@ int main(int argc, char **argv)
 	struct epoll_event evs[MAX_EVENTS];
 	int naddrs, r;
 
-	srv.message = "hello from rollover\n";
+	srv.message = HELLO_MESSAGE;
 	naddrs = parse_args(argc, argv, addrs);
 	signal(SIGPIPE, SIG_IGN);
 	link_init(&srv.conns);

@@ -214,6 +214,7 @@ static void test_full(void **state)
 	    "    watch_paths = [ \"/srv/app\", \"lib\" ];\n"
 	    "    settle = 0.25;\n"
 	    "    settle_max = 7;\n"
+	    "    rollout_batch = 2;\n"
 	    "  },\n"
 	    "  {\n"
 	    "    name = \"other\";\n"
@@ -285,13 +286,14 @@ static void test_full(void **state)
 	assert_null(g->watch_paths[2]);
 	assert_int_equal(g->settle_ms, 250);
 	assert_int_equal(g->settle_max_ms, 7000);
+	assert_int_equal(g->rollout_batch, 2);
 
 	g = config_group(c, "other");
 	assert_ptr_equal(g, &c->groups[1]);
-	assert_int_equal(g->at.line, 26);
+	assert_int_equal(g->at.line, 27);
 	assert_int_equal(g->nlisten, 1);
 	assert_string_equal(g->listen[0].text, "0.0.0.0:9090");
-	assert_int_equal(g->listen_at[0].line, 29);
+	assert_int_equal(g->listen_at[0].line, 30);
 	assert_int_equal(g->ready_notify, 1);
 	assert_int_equal(g->nwatch_paths, 1);
 	assert_string_equal(g->user, "nobody");
