@@ -1,0 +1,80 @@
+"""Promise 1: no connection is refused or reset because of a rollover.
+
+wrk keeps 64 connections busy on loopback while the group is rolled over
+50 times, by SIGHUP and by replacing its binary alternately; wrk must
+report no socket error (connect, read, write, timeout) and no non-2xx
+response.  Once with keep-alive, once with a new connection per request.
+"""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BUILD, free_port, group_conf, http_get, wait_for
+
+ROLLOVERS = 50
+
+
+def replace_binary(src, dst):
+    """The deploy idiom: copy beside the target, then rename over it."""
+    tmp = dst + ".tmp"
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, dst)
+
+
+def wrk_errors(out):
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return socket_errors, int(m.group(1)) if m else 0
+
+
+@pytest.mark.parametrize("mode", ["keep-alive", "close"])
+def test_zero_loss_across_50_rollovers(supervisor, tmp_path, mode):
+    port = free_port()
+    app = str(tmp_path / "app")
+    shutil.copyfile(os.path.join(BUILD, "tests", "hello-a"), app)
+    os.chmod(app, 0o755)
+    s = supervisor([group_conf(name="web", command=app, workers=2, watch=True,
+                               settle=0.02, listen=["127.0.0.1:%d" % port])])
+    s.wait_ready(2)
+    assert http_get(port, "/")[1] == "variant a\n"
+
+    cmd = ["wrk", "-t2", "-c64", "-d12s", "--timeout", "5s",
+           "http://127.0.0.1:%d/" % port]
+    if mode == "close":
+        cmd[1:1] = ["-H", "Connection: close"]
+    wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)  # let wrk open its connections first
+        t0 = time.monotonic()
+        for i in range(ROLLOVERS):
+            gen = i + 2
+            if i % 2 == 0:
+                s.signal(signal.SIGHUP)
+            else:
+                variant = "hello-b" if (i // 2) % 2 == 0 else "hello-a"
+                replace_binary(os.path.join(BUILD, "tests", variant), app)
+            s.wait_log(r"web: generation %d serving after" % gen, timeout=10)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 10, "rollovers took %.1fs, longer than the load" % elapsed
+        out, _ = wrk.communicate(timeout=30)
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+            wrk.wait()
+    out = out.decode()
+    log = s.log()
+    assert "aborted" not in log
+    assert len(re.findall(r"rollover to generation \d+ begun", log)) == ROLLOVERS
+    assert re.search(r"(\d+) requests in", out), out
+    assert int(re.search(r"(\d+) requests in", out).group(1)) > 1000, out
+    assert wrk_errors(out) == (0, 0), out
+    # The last generation answers, and every old worker is gone.
+    s.wait_workers(2)
+    assert http_get(port, "/pid")[0] == 200
