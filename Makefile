@@ -18,7 +18,8 @@ CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-           -Wmissing-prototypes -Wformat=2 -D_GNU_SOURCE
+           -Wmissing-prototypes -Wformat=2 -D_GNU_SOURCE \
+           -DROLLOVER_DEFAULT_CONFIG='"$(SYSCONFDIR)/rollover/rollover.conf"'
 LDFLAGS ?=
 
 CONFIG_CFLAGS := $(shell pkg-config --cflags libconfig)

@@ -888,6 +888,14 @@ static void config_group_finish(struct config_ctx *x, struct config_gctx *gx)
 		config_resolve_user(x, gx);
 	if (g->group != NULL)
 		config_resolve_group(x, gx);
+	if ((g->user != NULL || g->group != NULL) && !gx->creds_bad &&
+	    geteuid() != 0) {
+		/* Otherwise every start would fail in setgroups(). */
+		config_fail(x, gx->user != NULL ? gx->user : gx->group,
+			    "'%s' needs rollover to run as root",
+			    gx->user != NULL ? "user" : "group");
+		gx->creds_bad = 1;
+	}
 	if (!gx->creds_bad)
 		config_supplementary(g, gx->login);
 	if (g->command != NULL)
