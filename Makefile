@@ -30,7 +30,7 @@ B = build
 
 .DELETE_ON_ERROR:
 .SUFFIXES:
-.PHONY: all check check-unit check-system run install uninstall clean lint
+.PHONY: all check check-unit check-system run install uninstall clean lint bench
 
 # ---- the supervisor ----------------------------------------------------
 
@@ -100,6 +100,32 @@ check-system: all $(TEST_WORKERS)
 	$(PYTHON) -m pytest -q tests/system
 
 check: all check-unit check-system
+
+# Benchmarks print numbers (and ratios against nginx, measured in the
+# same run); they assert nothing about speed.
+bench: all $(TEST_WORKERS)
+	$(PYTHON) tests/bench/bench_rollover.py
+
+# Static checks: formatting, then two analysers.  Not part of `check`,
+# which a fresh machine runs without the LLVM tools.
+LINT_SRCS = supervisor/*.c supervisor/*.h worker/*.c worker/*.h \
+            tests/unit/*.c tests/workers/*.c
+TIDY_CHECKS = -*,clang-analyzer-*,bugprone-*,\
+  -bugprone-easily-swappable-parameters,-bugprone-reserved-identifier,\
+  -bugprone-narrowing-conversions,-bugprone-macro-parentheses,\
+  -bugprone-assignment-in-if-condition,\
+  -clang-analyzer-security.insecureAPI.DeprecatedOrUnsafeBufferHandling,\
+  -clang-analyzer-security.insecureAPI.strcpy,\
+  -clang-analyzer-valist.Uninitialized
+
+lint:
+	clang-format --dry-run -Werror $(LINT_SRCS)
+	cppcheck --quiet --error-exitcode=1 --inline-suppr --std=c11 \
+	    --enable=warning,style,performance,portability -D_GNU_SOURCE \
+	    -DMODE_EXIT -Isupervisor -Iworker supervisor worker tests/workers
+	clang-tidy --quiet --warnings-as-errors='*' -checks='$(TIDY_CHECKS)' \
+	    supervisor/*.c worker/*.c -- -std=gnu11 -D_GNU_SOURCE \
+	    -Isupervisor -Iworker $(CONFIG_CFLAGS)
 
 # ---- running and installing --------------------------------------------
 

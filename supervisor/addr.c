@@ -65,9 +65,11 @@ static int addr_parse_unix(const char *path, struct addr *a, const char **why)
 	memcpy(sun->sun_path, path, n);
 	if (path[0] == '@') {
 		sun->sun_path[0] = '\0';
-		a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+		a->len =
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
 	} else
-		a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+		a->len =
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
 	snprintf(a->text, sizeof(a->text), ADDR_UNIX_PREFIX "%s", path);
 	return 0;
 }
@@ -195,7 +197,8 @@ int addr_equal(const struct addr *a, const struct addr *b)
 		au = (const struct sockaddr_un *)&a->ss;
 		bu = (const struct sockaddr_un *)&b->ss;
 		return memcmp(au->sun_path, bu->sun_path,
-			      a->len - offsetof(struct sockaddr_un, sun_path)) == 0;
+			      a->len -
+				  offsetof(struct sockaddr_un, sun_path)) == 0;
 	}
 	return 0;
 }

@@ -47,8 +47,8 @@ static int fits(uint64_t off, uint64_t len, uint64_t size)
 			  size))                                               \
 			return -1;                                             \
 		if (eh.e_shoff != 0 &&                                         \
-		    !fits(eh.e_shoff,                                          \
-			  (uint64_t)eh.e_shnum * eh.e_shentsize, size))        \
+		    !fits(eh.e_shoff, (uint64_t)eh.e_shnum * eh.e_shentsize,   \
+			  size))                                               \
 			return -1;                                             \
 		for (unsigned i = 0; i < eh.e_phnum; i++) {                    \
 			Phdr ph;                                               \
@@ -79,7 +79,8 @@ static int check_content(int fd, uint64_t size, const char **why)
 		*why = "neither an ELF executable nor a #! script";
 		return -1;
 	}
-	if ((id[EI_CLASS] == ELFCLASS64 && elf_check_Elf64_Ehdr(fd, size) == 0) ||
+	if ((id[EI_CLASS] == ELFCLASS64 &&
+	     elf_check_Elf64_Ehdr(fd, size) == 0) ||
 	    (id[EI_CLASS] == ELFCLASS32 && elf_check_Elf32_Ehdr(fd, size) == 0))
 		return 0;
 	*why = "incomplete ELF file (headers or segments past its end)";

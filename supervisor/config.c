@@ -31,17 +31,17 @@
 #include "rollover.h"
 
 #define CONFIG_INCLUDE_DEPTH 10 /* libconfig's own limit */
-#define CONFIG_NAME_MAX 64
-#define CONFIG_NAME_CHARS                                                  \
+#define CONFIG_NAME_MAX	     64
+#define CONFIG_NAME_CHARS                                                      \
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
-#define CONFIG_ENV_CHARS                                                   \
+#define CONFIG_ENV_CHARS                                                       \
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
 
 /* One load in progress. */
 struct config_ctx {
-	const char *path;       /* the main file, as the user named it */
-	char *prefix;           /* path up to its last '/', or "" */
-	char *dir;              /* absolute directory of the main file */
+	const char *path; /* the main file, as the user named it */
+	char *prefix;	  /* path up to its last '/', or "" */
+	char *dir;	  /* absolute directory of the main file */
 	void (*report)(const char *line);
 	int errors;
 	struct config *c;
@@ -61,8 +61,8 @@ struct config_gctx {
 	const config_setting_t *group;
 	const config_setting_t *settle_max;
 	int settle_bad;
-	char *login;    /* the user's passwd name, for getgrouplist() */
-	int creds_bad;  /* user or group unusable: who runs it is unknown */
+	char *login;   /* the user's passwd name, for getgrouplist() */
+	int creds_bad; /* user or group unusable: who runs it is unknown */
 };
 
 /* ---- reporting --------------------------------------------------------- */
@@ -122,7 +122,8 @@ static void config_fail_at(struct config_ctx *x, const char *file, int line,
 }
 
 static void config_fail(struct config_ctx *x, const config_setting_t *s,
-			const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+			const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void config_fail(struct config_ctx *x, const config_setting_t *s,
 			const char *fmt, ...)
@@ -136,8 +137,8 @@ static void config_fail(struct config_ctx *x, const config_setting_t *s,
 	free(file);
 }
 
-static void config_origin(const struct config_ctx *x,
-			  const config_setting_t *s, struct origin *o)
+static void config_origin(const struct config_ctx *x, const config_setting_t *s,
+			  struct origin *o)
 {
 	o->file = config_shown(x, config_setting_source_file(s));
 	o->line = config_setting_source_line(s);
@@ -266,8 +267,8 @@ static int config_want_bool(struct config_ctx *x, const config_setting_t *s,
 static int config_want_strings(struct config_ctx *x, const config_setting_t *s,
 			       int one_ok)
 {
-	const char *what = one_ok ? "a string or an array of strings"
-				  : "an array of strings";
+	const char *what =
+	    one_ok ? "a string or an array of strings" : "an array of strings";
 	int type = config_setting_type(s), n;
 
 	if (one_ok && type == CONFIG_TYPE_STRING)
@@ -278,10 +279,12 @@ static int config_want_strings(struct config_ctx *x, const config_setting_t *s,
 	}
 	n = config_setting_length(s);
 	for (int i = 0; i < n; i++) {
-		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		const config_setting_t *e =
+		    config_setting_get_elem(s, (unsigned)i);
 
 		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-			config_fail(x, e, "'%s' must be %s", config_key(s), what);
+			config_fail(x, e, "'%s' must be %s", config_key(s),
+				    what);
 			return -1;
 		}
 	}
@@ -331,8 +334,10 @@ static void config_group_name(struct config_ctx *x, struct config_gctx *gx,
 	if ((v = config_want_string(x, s)) == NULL)
 		return;
 	if (!config_valid_name(v)) {
-		config_fail(x, s, "'name' \"%s\" must be 1 to %d characters "
-			    "from A-Z a-z 0-9 _ . -", v, CONFIG_NAME_MAX);
+		config_fail(x, s,
+			    "'name' \"%s\" must be 1 to %d characters "
+			    "from A-Z a-z 0-9 _ . -",
+			    v, CONFIG_NAME_MAX);
 		return;
 	}
 	for (size_t i = 0; i < gx->index; i++) {
@@ -392,8 +397,10 @@ static char *config_env_entry(struct config_ctx *x, const config_setting_t *e)
 	}
 	/* The worker protocol: a worker must be able to trust these. */
 	if (config_env_reserved(name)) {
-		config_fail(x, e, "'env' key '%s' is reserved: rollover sets "
-			    "it for each worker", name);
+		config_fail(x, e,
+			    "'env' key '%s' is reserved: rollover sets "
+			    "it for each worker",
+			    name);
 		return NULL;
 	}
 	switch (config_setting_type(e)) {
@@ -414,22 +421,22 @@ static void config_group_env(struct config_ctx *x, struct config_gctx *gx,
 	int n;
 
 	if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
-		config_fail(x, s, "'env' must be a group: { KEY = \"value\"; }");
+		config_fail(x, s,
+			    "'env' must be a group: { KEY = \"value\"; }");
 		return;
 	}
 	n = config_setting_length(s);
 	g->env = config_strv((size_t)n);
 	for (int i = 0; i < n; i++) {
-		char *kv = config_env_entry(x, config_setting_get_elem(s,
-								  (unsigned)i));
+		char *kv = config_env_entry(
+		    x, config_setting_get_elem(s, (unsigned)i));
 
 		if (kv != NULL)
 			g->env[g->nenv++] = kv;
 	}
 }
 
-static void config_group_directory(struct config_ctx *x,
-				   struct config_gctx *gx,
+static void config_group_directory(struct config_ctx *x, struct config_gctx *gx,
 				   const config_setting_t *s)
 {
 	char *dir = config_want_path(x, s);
@@ -550,7 +557,8 @@ static void config_group_listen(struct config_ctx *x, struct config_gctx *gx,
 		if (config_parse_listen(x, e, &a) == -1)
 			continue;
 		if ((used = config_listen_used(x->c, &a)) != NULL) {
-			config_fail(x, e, "'listen' %s is already used at %s:%d",
+			config_fail(x, e,
+				    "'listen' %s is already used at %s:%d",
 				    a.text, used->file, used->line);
 			continue;
 		}
@@ -593,7 +601,8 @@ static void config_group_listen_mode(struct config_ctx *x,
 	else if (strcmp(v, "per-worker") == 0)
 		gx->g->listen_mode = LISTEN_PER_WORKER;
 	else
-		config_fail(x, s, "'listen_mode' must be \"shared\" or "
+		config_fail(x, s,
+			    "'listen_mode' must be \"shared\" or "
 			    "\"per-worker\"");
 }
 
@@ -610,7 +619,8 @@ static void config_group_ready(struct config_ctx *x, struct config_gctx *gx,
 		if (config_want_seconds(x, s, 0, 3600, &g->ready_ms) == 0)
 			g->ready_notify = 0;
 	} else
-		config_fail(x, s, "'ready' must be \"notify\" or a number of "
+		config_fail(x, s,
+			    "'ready' must be \"notify\" or a number of "
 			    "seconds");
 }
 
@@ -632,9 +642,11 @@ static void config_group_stop_signal(struct config_ctx *x,
 	if (v == NULL)
 		return;
 	if ((sig = signal_parse(v)) == -1)
-		config_fail(x, s, "'stop_signal' \"%s\" is not a signal name", v);
+		config_fail(x, s, "'stop_signal' \"%s\" is not a signal name",
+			    v);
 	else if (sig == SIGSTOP)
-		config_fail(x, s, "'stop_signal' cannot be STOP: a stopped "
+		config_fail(x, s,
+			    "'stop_signal' cannot be STOP: a stopped "
 			    "worker never exits");
 	else
 		gx->g->stop_signal = sig;
@@ -746,12 +758,15 @@ static void config_resolve_user(struct config_ctx *x, struct config_gctx *gx)
 		g->gid = pw->pw_gid;
 		gx->login = xstrdup(pw->pw_name);
 	} else if (config_numeric_id(g->user, &id) == -1) {
-		config_fail(x, gx->user, "'user' \"%s\": no such user", g->user);
+		config_fail(x, gx->user, "'user' \"%s\": no such user",
+			    g->user);
 		gx->creds_bad = 1;
 	} else if (g->group == NULL) {
 		/* Without a passwd entry there is no primary group to use. */
-		config_fail(x, gx->user, "'user' %s has no passwd entry, so "
-			    "'group' must be set", g->user);
+		config_fail(x, gx->user,
+			    "'user' %s has no passwd entry, so "
+			    "'group' must be set",
+			    g->user);
 		gx->creds_bad = 1;
 	} else
 		g->uid = (uid_t)id;
@@ -793,8 +808,8 @@ static void config_supplementary(struct group_conf *g, const char *login)
 		/* n now says how many there are; grow anyway if it did not. */
 		if (n <= have)
 			n = have * 2;
-		g->supplementary = xrealloc(g->supplementary,
-					    (size_t)n * sizeof(gid_t));
+		g->supplementary =
+		    xrealloc(g->supplementary, (size_t)n * sizeof(gid_t));
 	}
 	g->nsupplementary = (size_t)n;
 }
@@ -838,23 +853,27 @@ static void config_check_command(struct config_ctx *x, struct config_gctx *gx)
 
 	if (stat(cmd, &st) == -1) {
 		if (errno == ENOENT)
-			config_fail(x, gx->command, "'command' %s does not exist",
-				    cmd);
+			config_fail(x, gx->command,
+				    "'command' %s does not exist", cmd);
 		else
 			config_fail(x, gx->command, "'command' %s: %s", cmd,
 				    strerror(errno));
 	} else if (!S_ISREG(st.st_mode))
-		config_fail(x, gx->command, "'command' %s is not a regular file",
-			    cmd);
+		config_fail(x, gx->command,
+			    "'command' %s is not a regular file", cmd);
 	else if (gx->creds_bad)
 		return; /* already reported; whose permissions is unknown */
 	else if (g->user == NULL) {
 		if (faccessat(AT_FDCWD, cmd, X_OK, AT_EACCESS) == -1)
-			config_fail(x, gx->command, "'command' %s is not "
-				    "executable", cmd);
+			config_fail(x, gx->command,
+				    "'command' %s is not "
+				    "executable",
+				    cmd);
 	} else if (!config_can_exec(&st, g))
-		config_fail(x, gx->command, "'command' %s is not executable by "
-			    "user %s", cmd, g->user);
+		config_fail(x, gx->command,
+			    "'command' %s is not executable by "
+			    "user %s",
+			    cmd, g->user);
 }
 
 /* ---- groups ------------------------------------------------------------ */
@@ -866,11 +885,11 @@ static void config_group_defaults(struct group_conf *g)
 	g->workers = 1;
 	g->listen_mode = LISTEN_SHARED;
 	g->ready_notify = 1;
-	g->ready_timeout_ms = 10 * 1000;
+	g->ready_timeout_ms = 10000;
 	g->stop_signal = SIGTERM;
-	g->stop_timeout_ms = 30 * 1000;
+	g->stop_timeout_ms = 30000;
 	g->settle_ms = 100;
-	g->settle_max_ms = 2 * 1000;
+	g->settle_max_ms = 2000;
 }
 
 /* The checks that need more than one key. */
@@ -904,8 +923,10 @@ static void config_group_finish(struct config_ctx *x, struct config_gctx *gx)
 		g->settle_max_ms = g->settle_ms; /* only settle was raised */
 	else if (gx->settle_max != NULL && !gx->settle_bad &&
 		 g->settle_max_ms < g->settle_ms)
-		config_fail(x, gx->settle_max, "'settle_max' must be at least "
-			    "'settle' (%g seconds)", (double)g->settle_ms / 1000);
+		config_fail(x, gx->settle_max,
+			    "'settle_max' must be at least "
+			    "'settle' (%g seconds)",
+			    (double)g->settle_ms / 1000);
 	if (g->args == NULL)
 		g->args = config_strv(0);
 	if (g->env == NULL)
@@ -934,8 +955,8 @@ static void config_load_group(struct config_ctx *x, const config_setting_t *s)
 	config_group_defaults(gx.g);
 	config_origin(x, s, &gx.g->at);
 	for (int i = 0; i < n; i++) {
-		const config_setting_t *m = config_setting_get_elem(s,
-								    (unsigned)i);
+		const config_setting_t *m =
+		    config_setting_get_elem(s, (unsigned)i);
 		const struct config_group_key *k =
 		    config_group_key(config_setting_name(m));
 
@@ -959,8 +980,10 @@ static void config_top_control(struct config_ctx *x, const config_setting_t *s)
 	if ((p = config_want_path(x, s)) == NULL)
 		return;
 	if (strlen(p) >= sizeof(sun.sun_path)) {
-		config_fail(x, s, "'control' %s is too long for a unix socket "
-			    "(at most %zu bytes)", p, sizeof(sun.sun_path) - 1);
+		config_fail(x, s,
+			    "'control' %s is too long for a unix socket "
+			    "(at most %zu bytes)",
+			    p, sizeof(sun.sun_path) - 1);
 		free(p);
 		return;
 	}
@@ -978,7 +1001,8 @@ static void config_top_log_level(struct config_ctx *x,
 	const char *v = config_want_string(x, s);
 
 	if (v != NULL && log_level_parse(v, &x->c->log_level) == -1)
-		config_fail(x, s, "'log_level' must be \"error\", \"warn\", "
+		config_fail(x, s,
+			    "'log_level' must be \"error\", \"warn\", "
 			    "\"info\" or \"debug\"");
 }
 
@@ -988,7 +1012,8 @@ static void config_top_groups(struct config_ctx *x, const config_setting_t *s)
 	int n;
 
 	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
-		config_fail(x, s, "'groups' must be a list of groups: "
+		config_fail(x, s,
+			    "'groups' must be a list of groups: "
 			    "( { ... }, ... )");
 		return;
 	}
@@ -999,11 +1024,12 @@ static void config_top_groups(struct config_ctx *x, const config_setting_t *s)
 	c->groups = xcalloc((size_t)n, sizeof(*c->groups));
 	x->name_at = xcalloc((size_t)n, sizeof(*x->name_at));
 	for (int i = 0; i < n; i++) {
-		const config_setting_t *e = config_setting_get_elem(s,
-								    (unsigned)i);
+		const config_setting_t *e =
+		    config_setting_get_elem(s, (unsigned)i);
 
 		if (config_setting_type(e) != CONFIG_TYPE_GROUP)
-			config_fail(x, e, "'groups' must be a list of groups: "
+			config_fail(x, e,
+				    "'groups' must be a list of groups: "
 				    "( { ... }, ... )");
 		else
 			config_load_group(x, e);
@@ -1033,8 +1059,8 @@ static void config_load_top(struct config_ctx *x, const config_setting_t *root)
 	int n = config_setting_length(root);
 
 	for (int i = 0; i < n; i++) {
-		const config_setting_t *m = config_setting_get_elem(root,
-								    (unsigned)i);
+		const config_setting_t *m =
+		    config_setting_get_elem(root, (unsigned)i);
 		const struct config_top_key *k =
 		    config_top_key(config_setting_name(m));
 
@@ -1073,8 +1099,8 @@ static char *config_include_name(char *line)
  * first and refuse directories.  Anything this line-based look misses
  * or misreads is still read, and reported, by libconfig.
  */
-static int config_scan_includes(struct config_ctx *x, FILE *f,
-				const char *file, int depth)
+static int config_scan_includes(struct config_ctx *x, FILE *f, const char *file,
+				int depth)
 {
 	char *line = NULL, *shown;
 	size_t cap = 0;
@@ -1090,8 +1116,10 @@ static int config_scan_includes(struct config_ctx *x, FILE *f,
 			continue;
 		if (S_ISDIR(st.st_mode)) {
 			shown = config_shown(x, file);
-			config_fail_at(x, shown, lineno, "cannot include %s: "
-				       "it is a directory", name);
+			config_fail_at(x, shown, lineno,
+				       "cannot include %s: "
+				       "it is a directory",
+				       name);
 			free(shown);
 			r = -1;
 		} else if (S_ISREG(st.st_mode) &&
@@ -1124,7 +1152,8 @@ static int config_parse(struct config_ctx *x, config_t *cfg, const char *base)
 
 	if ((fd = open(base, O_RDONLY | O_CLOEXEC)) == -1 ||
 	    fstat(fd, &st) == -1) {
-		config_fail_at(x, x->path, 0, "cannot read: %s", strerror(errno));
+		config_fail_at(x, x->path, 0, "cannot read: %s",
+			       strerror(errno));
 		if (fd != -1)
 			close(fd);
 		return -1;
@@ -1170,12 +1199,15 @@ static int config_load_file(struct config_ctx *x, config_t *cfg)
 
 	/* O_PATH: fchdir() back works even to a directory we cannot list. */
 	if ((cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		config_fail_at(x, x->path, 0, "cannot read: working "
-			       "directory: %s", strerror(errno));
+		config_fail_at(x, x->path, 0,
+			       "cannot read: working "
+			       "directory: %s",
+			       strerror(errno));
 		return -1;
 	}
 	if (x->prefix[0] != '\0' && chdir(x->prefix) == -1)
-		config_fail_at(x, x->path, 0, "cannot read: %s", strerror(errno));
+		config_fail_at(x, x->path, 0, "cannot read: %s",
+			       strerror(errno));
 	else if ((x->dir = getcwd(NULL, 0)) == NULL)
 		config_fail_at(x, x->path, 0, "cannot read: directory: %s",
 			       strerror(errno));
@@ -1210,7 +1242,7 @@ struct config *config_load(const char *path, void (*report)(const char *line))
 		config_load_top(&x, config_root_setting(&cfg));
 	config_destroy(&cfg);
 
-	for (size_t i = 0; i < c->ngroups; i++)
+	for (size_t i = 0; x.name_at != NULL && i < c->ngroups; i++)
 		free(x.name_at[i].file);
 	free(x.name_at);
 	free(x.prefix);

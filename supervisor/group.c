@@ -24,11 +24,11 @@
 
 #include "rollover.h"
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 30000
+#define BACKOFF_MIN_MS	 100
+#define BACKOFF_MAX_MS	 30000
 #define BACKOFF_RESET_MS 10000
-#define BUSY_RETRY_MS 50 /* exec refused with ETXTBSY: a writer is closing */
-#define BUSY_TRIES 40
+#define BUSY_RETRY_MS	 50 /* exec refused with ETXTBSY: a writer is closing */
+#define BUSY_TRIES	 40
 
 struct wgroup *groups;
 
@@ -64,10 +64,10 @@ void config_unref(struct config *c)
  * every TCP address gets one socket per slot; unix sockets have no
  * SO_REUSEPORT, so they stay shared.
  */
-static struct listener **listeners_take(const struct group_conf *gc,
-					size_t *n)
+static struct listener **listeners_take(const struct group_conf *gc, size_t *n)
 {
-	struct listener **v = xcalloc(gc->nlisten * gc->workers, sizeof(*v));
+	struct listener **v =
+	    xcalloc(gc->nlisten * gc->workers, sizeof(struct listener *));
 
 	*n = 0;
 	for (size_t i = 0; i < gc->nlisten; i++) {
@@ -75,9 +75,9 @@ static struct listener **listeners_take(const struct group_conf *gc,
 				 gc->listen[i].ss.ss_family != AF_UNIX;
 
 		for (unsigned s = 0; s < (per_worker ? gc->workers : 1); s++) {
-			struct listener *l = listener_get(
-			    &gc->listen[i], per_worker ? (int)s : -1,
-			    gc->backlog);
+			struct listener *l =
+			    listener_get(&gc->listen[i],
+					 per_worker ? (int)s : -1, gc->backlog);
 
 			if (l == NULL) {
 				while (*n > 0)
@@ -142,6 +142,18 @@ static struct gen *gen_new(struct wgroup *g, struct config *c,
 
 static void group_free(struct wgroup *g);
 
+/* Free a generation already unlinked from its group. */
+static void gen_destroy(struct gen *gen)
+{
+	for (unsigned i = 0; i < gen->nslots; i++)
+		timer_cancel(&gen->slots[i].restart);
+	free(gen->slots);
+	listeners_drop(gen->listeners, gen->nlisteners);
+	binary_close(&gen->bin);
+	config_unref(gen->config);
+	free(gen);
+}
+
 /* A generation goes once nothing of it runs and nothing will. */
 static void gen_release(struct gen *gen)
 {
@@ -153,13 +165,7 @@ static void gen_release(struct gen *gen)
 	for (pp = &g->gens; *pp != gen; pp = &(*pp)->next)
 		;
 	*pp = gen->next;
-	for (unsigned i = 0; i < gen->nslots; i++)
-		timer_cancel(&gen->slots[i].restart);
-	free(gen->slots);
-	listeners_drop(gen->listeners, gen->nlisteners);
-	binary_close(&gen->bin);
-	config_unref(gen->config);
-	free(gen);
+	gen_destroy(gen);
 	if (g->removed && g->gens == NULL)
 		group_free(g);
 }
@@ -188,8 +194,7 @@ static unsigned gen_ready_count(const struct gen *gen)
 	return n;
 }
 
-static void record(struct wgroup *g, const struct gen *gen,
-		   const char *result)
+static void record(struct wgroup *g, const struct gen *gen, const char *result)
 {
 	g->last.generation = gen->number;
 	g->last.trigger = gen->trigger;
@@ -344,7 +349,8 @@ void gen_worker_ready(struct worker *w)
 			gen_promote(gen);
 		else
 			gen_launch(gen);
-	} else if (gen->state == G_SERVING && g->last.generation == gen->number &&
+	} else if (gen->state == G_SERVING &&
+		   g->last.generation == gen->number &&
 		   strcmp(g->last.result, "running") == 0 &&
 		   gen_ready_count(gen) == gen->nslots) {
 		record(g, gen, "ok");
@@ -378,8 +384,8 @@ void gen_worker_exited(struct worker *w, int status)
 	    (w->stop_requested && gen->state == G_STARTING)) {
 		log_info("%s: worker %d (slot %u, generation %u) %s after "
 			 "%llu ms",
-			 gen->group->name, (int)w->pid, w->slot, gen->number, how,
-			 (unsigned long long)ran);
+			 gen->group->name, (int)w->pid, w->slot, gen->number,
+			 how, (unsigned long long)ran);
 		gen_release(gen);
 		supervisor_check_stopped();
 		return;
@@ -400,8 +406,7 @@ void gen_worker_exited(struct worker *w, int status)
 /* ---- rollovers ----------------------------------------------------------- */
 
 /* A group's first generation: serving at once, see rollover.h. */
-static void group_first_gen(struct wgroup *g, struct config *c,
-			    enum trigger t)
+static void group_first_gen(struct wgroup *g, struct config *c, enum trigger t)
 {
 	struct gen *gen = gen_new(g, c, g->conf, t);
 	const char *why;
@@ -421,7 +426,7 @@ static void group_first_gen(struct wgroup *g, struct config *c,
 	gen_launch(gen);
 }
 
-void group_rollover(struct wgroup *g, enum trigger t, struct binary *bin)
+void group_rollover(struct wgroup *g, enum trigger t, const struct binary *bin)
 {
 	const char *why = NULL;
 	struct binary b;
@@ -462,7 +467,7 @@ void group_rollover(struct wgroup *g, enum trigger t, struct binary *bin)
 struct wgroup *group_find(const char *name)
 {
 	for (struct wgroup *g = groups; g != NULL; g = g->next)
-		if (strcmp(g->name, name) == 0)
+		if (!g->removed && strcmp(g->name, name) == 0)
 			return g;
 	return NULL;
 }
@@ -498,11 +503,27 @@ static void group_remove(struct wgroup *g)
 	}
 }
 
+/* A group new in c: appended, so that groups keep the config's order. */
+static void group_add(struct config *c, const struct group_conf *gc,
+		      enum trigger t)
+{
+	struct wgroup *g = xcalloc(1, sizeof(*g));
+	struct wgroup **tail;
+
+	g->name = xstrdup(gc->name);
+	g->config = c;
+	g->conf = gc;
+	for (tail = &groups; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = g;
+	group_first_gen(g, c, t);
+}
+
 int group_apply_config(struct config *c, enum trigger t)
 {
 	struct listener ***held = xcalloc(c->ngroups, sizeof(*held));
 	size_t *nheld = xcalloc(c->ngroups, sizeof(*nheld));
-	struct wgroup *g, *next, **tail;
+	struct wgroup *g, *next;
 	int ok = 1;
 
 	/* Open every new listener first, so that a failure changes nothing. */
@@ -521,20 +542,13 @@ int group_apply_config(struct config *c, enum trigger t)
 			const struct group_conf *gc = &c->groups[i];
 
 			g = group_find(gc->name);
-			if (g != NULL && !g->removed) {
+			if (g != NULL) {
 				g->config = c;
 				g->conf = gc;
 				group_rollover(g, t, NULL);
 				continue;
 			}
-			g = xcalloc(1, sizeof(*g));
-			g->name = xstrdup(gc->name);
-			g->config = c;
-			g->conf = gc;
-			for (tail = &groups; *tail != NULL; tail = &(*tail)->next)
-				;
-			*tail = g;
-			group_first_gen(g, c, t);
+			group_add(c, gc, t);
 		}
 		config_unref(c); /* the generations hold it now */
 	}
@@ -561,17 +575,18 @@ void group_stop_all(int immediately)
 	supervisor_check_stopped();
 }
 
+/* At exit, when no worker is left. */
 void group_free_all(void)
 {
 	while (groups != NULL) {
 		struct wgroup *g = groups;
 
-		g->removed = 1;
-		g->current = NULL;
-		g->next_gen = NULL;
-		while (g->gens != NULL && groups == g) {
-			g->gens->nlive = 0;
-			gen_release(g->gens);
+		while (g->gens != NULL) {
+			struct gen *gen = g->gens;
+
+			g->gens = gen->next;
+			gen_destroy(gen);
 		}
+		group_free(g);
 	}
 }

@@ -104,13 +104,12 @@ static int open_socket(const struct addr *a, int backlog, int first)
 	if (listen(fd, backlog > 0 ? backlog : INT_MAX) == -1)
 		goto fail;
 	return fd;
-fail:
-	{
-		int saved = errno;
+fail : {
+	int saved = errno;
 
-		close(fd);
-		errno = saved;
-	}
+	close(fd);
+	errno = saved;
+}
 	return -1;
 }
 

@@ -21,7 +21,8 @@ static enum log_level log_max = LOG_INFO;
 static int log_journal;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
-static const char *const level_words[] = {"error: ", "warning: ", "", "debug: "};
+static const char *const level_words[] = {"error: ", "warning: ", "",
+					  "debug: "};
 static const int level_prio[] = {3, 4, 6, 7};
 
 /* JOURNAL_STREAM is "DEV:INO" of the stream systemd connected to stderr. */
@@ -96,7 +97,8 @@ static void vlog(enum log_level level, int with_errno, const char *fmt,
 	if (n >= room)
 		n = room - 1;
 	if (with_errno)
-		n += (size_t)snprintf(line + n, room - n, ": %s", strerror(saved));
+		n += (size_t)snprintf(line + n, room - n, ": %s",
+				      strerror(saved));
 	if (n >= room)
 		n = room - 1;
 	line[n++] = '\n';

@@ -30,9 +30,9 @@ int stopping;
 
 static struct config *config;
 
-static const int handled_signals[] = {SIGHUP,  SIGINT,  SIGTERM, SIGQUIT,
-				      SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU,
-				      SIGCHLD};
+static const int handled_signals[] = {SIGHUP,  SIGINT,	SIGTERM,
+				      SIGQUIT, SIGUSR1, SIGUSR2,
+				      SIGTTIN, SIGTTOU, SIGCHLD};
 
 static void __attribute__((noreturn)) usage(int status)
 {
@@ -115,13 +115,15 @@ static void reload(void)
 	c = config_load(config->path, report_reload_error);
 	if (c == NULL) {
 		log_errorx("%s: not reloaded; still running the previous "
-			   "configuration", config->path);
+			   "configuration",
+			   config->path);
 		return;
 	}
 	config_ref(c);
 	if (group_apply_config(c, TRIGGER_SIGNAL) == -1) {
 		log_errorx("%s: not reloaded; still running the previous "
-			   "configuration", config->path);
+			   "configuration",
+			   config->path);
 		config_unref(c);
 		return;
 	}

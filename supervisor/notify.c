@@ -78,7 +78,8 @@ static void notify_read(int fd, uint32_t events, void *arg)
 	(void)arg;
 	for (;;) {
 		struct iovec iov = {buf, sizeof(buf)};
-		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+		struct msghdr msg = {.msg_iov = &iov,
+				     .msg_iovlen = 1,
 				     .msg_control = cbuf.buf,
 				     .msg_controllen = sizeof(cbuf.buf)};
 		struct worker *w;
@@ -117,12 +118,12 @@ const char *notify_init(void)
 	int one = 1;
 	socklen_t len;
 
-	notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			   0);
+	notify_fd =
+	    socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (notify_fd == -1)
 		fatal(1, "notify socket");
-	if (setsockopt(notify_fd, SOL_SOCKET, SO_PASSCRED, &one,
-		       sizeof(one)) == -1)
+	if (setsockopt(notify_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) ==
+	    -1)
 		fatal(1, "notify socket: SO_PASSCRED");
 	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
 	snprintf(notify_name, sizeof(notify_name), "rollover/%d/%08x/notify",

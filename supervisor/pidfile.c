@@ -74,8 +74,9 @@ void pidfile_acquire(const char *path)
 	if (fd == -1)
 		fatal(1, "%s", tmp);
 	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
-	if (flock(fd, LOCK_EX | LOCK_NB) == -1 || write(fd, buf, (size_t)n) != n ||
-	    fstat(fd, &st) == -1 || rename(tmp, path) == -1) {
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1 ||
+	    write(fd, buf, (size_t)n) != n || fstat(fd, &st) == -1 ||
+	    rename(tmp, path) == -1) {
 		int saved = errno;
 
 		unlink(tmp);

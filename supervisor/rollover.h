@@ -15,7 +15,7 @@
 #define ROLLOVER_VERSION "0.1.0"
 
 /* Exit statuses, as the design card fixes them. */
-#define EXIT_USAGE 2
+#define EXIT_USAGE  2
 #define EXIT_CONFIG 78 /* EX_CONFIG */
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -47,8 +47,8 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-uint64_t now_ms(void); /* CLOCK_MONOTONIC */
-const char *signal_name(int sig); /* "TERM"; "SIG42" for unknown ones */
+uint64_t now_ms(void);		    /* CLOCK_MONOTONIC */
+const char *signal_name(int sig);   /* "TERM"; "SIG42" for unknown ones */
 int signal_parse(const char *name); /* "TERM", "SIGTERM", "term"; -1 */
 /* "exited with status 1" / "killed by signal 9 (KILL)" into buf. */
 const char *wait_status_str(int status, char *buf, size_t len);
@@ -84,26 +84,26 @@ struct origin {
 struct group_conf {
 	struct origin at;
 	char *name;
-	char *command;     /* absolute path (relative ones resolved) */
-	char **args;       /* NULL-terminated; args[0] is the first argument */
+	char *command; /* absolute path (relative ones resolved) */
+	char **args;   /* NULL-terminated; args[0] is the first argument */
 	size_t nargs;
-	char **env;        /* NULL-terminated "KEY=VALUE" */
+	char **env; /* NULL-terminated "KEY=VALUE" */
 	size_t nenv;
-	char *directory;   /* NULL: the supervisor's working directory */
-	char *user;        /* NULL: no privilege drop */
-	char *group;       /* NULL: the user's primary group */
-	uid_t uid;         /* resolved when user is set */
-	gid_t gid;         /* resolved when user or group is set */
+	char *directory;      /* NULL: the supervisor's working directory */
+	char *user;	      /* NULL: no privilege drop */
+	char *group;	      /* NULL: the user's primary group */
+	uid_t uid;	      /* resolved when user is set */
+	gid_t gid;	      /* resolved when user or group is set */
 	gid_t *supplementary; /* the user's groups (getgrouplist) */
 	size_t nsupplementary;
-	unsigned workers;  /* resolved: never 0 */
+	unsigned workers;	/* resolved: never 0 */
 	unsigned rollout_batch; /* 0: start every new worker at once */
 	struct addr *listen;
 	struct origin *listen_at;
 	size_t nlisten;
-	int backlog;       /* 0: the kernel's somaxconn */
+	int backlog; /* 0: the kernel's somaxconn */
 	enum listen_mode listen_mode;
-	int ready_notify;  /* 1: wait for READY=1; 0: ready after ready_ms */
+	int ready_notify; /* 1: wait for READY=1; 0: ready after ready_ms */
 	uint64_t ready_ms;
 	uint64_t ready_timeout_ms;
 	int stop_signal;
@@ -116,10 +116,10 @@ struct group_conf {
 };
 
 struct config {
-	unsigned refs;     /* config_ref()/config_unref(), in group.c */
-	char *path;        /* as given on the command line */
-	char *control;     /* NULL: the default place */
-	char *pid_file;    /* NULL: none */
+	unsigned refs;	/* config_ref()/config_unref(), in group.c */
+	char *path;	/* as given on the command line */
+	char *control;	/* NULL: the default place */
+	char *pid_file; /* NULL: none */
 	enum log_level log_level;
 	struct group_conf *groups;
 	size_t ngroups;
@@ -161,17 +161,17 @@ int timer_armed(const struct timer *t);
 #define SPAWN_MAX_FDS 256
 
 struct spawn {
-	const char *path;      /* execve(path), unless exec_fd >= 0 */
-	int exec_fd;           /* execveat(exec_fd, "", AT_EMPTY_PATH) */
+	const char *path; /* execve(path), unless exec_fd >= 0 */
+	int exec_fd;	  /* execveat(exec_fd, "", AT_EMPTY_PATH) */
 	char *const *argv;
 	char *const *envp;
-	char *pid_digits;      /* filled with the child's pid, or NULL */
-	const int *fds;        /* become fds 3, 4, ... in the child */
+	char *pid_digits; /* filled with the child's pid, or NULL */
+	const int *fds;	  /* become fds 3, 4, ... in the child */
 	size_t nfds;
-	int devnull;           /* becomes stdin */
+	int devnull;	       /* becomes stdin */
 	const char *directory; /* NULL: stay */
 	int drop_privileges;
-	uid_t uid;             /* (uid_t)-1: keep */
+	uid_t uid; /* (uid_t)-1: keep */
 	gid_t gid;
 	const gid_t *groups;
 	size_t ngroups;
@@ -190,9 +190,9 @@ pid_t spawn_process(const struct spawn *sp, const char **what, int *err);
 
 /* A validated, pinned worker binary, and its fingerprint. */
 struct binary {
-	int fd;          /* O_RDONLY|O_CLOEXEC; -1 when closed */
-	int script;      /* starts with #!: exec'd by path */
-	int busy;        /* after a failure: may just be mid-write */
+	int fd;	    /* O_RDONLY|O_CLOEXEC; -1 when closed */
+	int script; /* starts with #!: exec'd by path */
+	int busy;   /* after a failure: may just be mid-write */
 	dev_t dev;
 	ino_t ino;
 	off_t size;
@@ -210,9 +210,9 @@ void binary_close(struct binary *b);
 struct listener {
 	struct listener *next;
 	struct addr addr;
-	int slot;       /* -1: shared by every worker; else a worker slot */
+	int slot; /* -1: shared by every worker; else a worker slot */
 	int fd;
-	unsigned refs;  /* generations (and reloads in progress) using it */
+	unsigned refs; /* generations (and reloads in progress) using it */
 };
 
 /*
@@ -256,7 +256,7 @@ struct worker {
 	uint64_t started_ms;
 	uint64_t ready_ms;
 	int stop_requested; /* the exit is expected, not a crash */
-	int timed_out;      /* stopped for not being ready in time */
+	int timed_out;	    /* stopped for not being ready in time */
 	struct timer timer;
 };
 
@@ -297,15 +297,15 @@ struct slot {
 	struct gen *gen;
 	unsigned index;
 	struct worker *worker;
-	int launched;         /* a worker was started here at least once */
+	int launched; /* a worker was started here at least once */
 	unsigned restarts;
-	unsigned busy_tries;  /* exec refused with ETXTBSY */
+	unsigned busy_tries; /* exec refused with ETXTBSY */
 	uint64_t backoff_ms;
 	struct timer restart;
 };
 
 struct gen {
-	struct gen *next;     /* the group's generations, newest first */
+	struct gen *next; /* the group's generations, newest first */
 	struct wgroup *group;
 	unsigned number;
 	enum gen_state state;
@@ -313,18 +313,18 @@ struct gen {
 	uint64_t trigger_ms;
 	struct config *config; /* a reference: conf points into it */
 	const struct group_conf *conf;
-	struct binary bin;    /* pinned */
+	struct binary bin; /* pinned */
 	struct listener **listeners;
 	size_t nlisteners;
 	struct slot *slots;
 	unsigned nslots;
-	unsigned nlive;       /* workers alive */
+	unsigned nlive; /* workers alive */
 };
 
 struct rollover_record {
 	unsigned generation;
 	enum trigger trigger;
-	const char *result;   /* "running", "ok", "aborted" */
+	const char *result; /* "running", "ok", "aborted" */
 	char reason[256];
 	uint64_t started_ms;
 	uint64_t duration_ms;
@@ -334,16 +334,16 @@ struct rollover_record {
 struct wgroup {
 	struct wgroup *next;
 	char *name;
-	struct config *config;         /* the running config */
+	struct config *config;	       /* the running config */
 	const struct group_conf *conf; /* the group in it */
-	struct gen *gens;     /* every generation with live workers */
-	struct gen *current;  /* SERVING */
-	struct gen *next_gen; /* STARTING, at most one */
+	struct gen *gens;	       /* every generation with live workers */
+	struct gen *current;	       /* SERVING */
+	struct gen *next_gen;	       /* STARTING, at most one */
 	unsigned last_gen;
 	struct binary last_fp; /* fingerprint of the newest attempt (no fd) */
 	struct rollover_record last;
-	int removed;          /* gone from the config; freed once drained */
-	struct watch *watch;  /* watch.c's state */
+	int removed;	     /* gone from the config; freed once drained */
+	struct watch *watch; /* watch.c's state */
 };
 
 extern struct wgroup *groups;
@@ -358,7 +358,7 @@ void config_unref(struct config *c);
  */
 int group_apply_config(struct config *c, enum trigger t);
 /* Roll g over; bin is a validated binary to pin, or NULL to check now. */
-void group_rollover(struct wgroup *g, enum trigger t, struct binary *bin);
+void group_rollover(struct wgroup *g, enum trigger t, const struct binary *bin);
 struct wgroup *group_find(const char *name);
 void group_stop_all(int immediately);
 size_t gen_fds(const struct gen *gen, unsigned slot, int *fds, size_t max);
@@ -385,7 +385,7 @@ void pidfile_release(void);
 
 extern const char *notify_path; /* NOTIFY_SOCKET value for workers */
 extern int devnull_fd;
-extern int stopping;            /* a stop was requested */
+extern int stopping; /* a stop was requested */
 void supervisor_check_stopped(void);
 
 #endif

@@ -38,8 +38,9 @@ int main(int argc, char **argv)
 	    strcmp(argv[optind], "scale") != 0 &&
 	    strcmp(argv[optind], "stop") != 0)
 		usage(2);
-	fprintf(stderr, "rolloverctl: %s: this daemon has no control socket "
-			"yet; use signals (see rollover(8))\n",
+	fprintf(stderr,
+		"rolloverctl: %s: this daemon has no control socket "
+		"yet; use signals (see rollover(8))\n",
 		argv[optind]);
 	return 1;
 }

@@ -30,14 +30,23 @@
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
-enum step { STEP_SETSID = 1, STEP_GROUPS, STEP_GID, STEP_UID, STEP_PDEATH,
-	    STEP_STDIN, STEP_FDS, STEP_CHDIR, STEP_EXEC };
+enum step {
+	STEP_SETSID = 1,
+	STEP_GROUPS,
+	STEP_GID,
+	STEP_UID,
+	STEP_PDEATH,
+	STEP_STDIN,
+	STEP_FDS,
+	STEP_CHDIR,
+	STEP_EXEC
+};
 
 static const char *const step_names[] = {
-    [STEP_SETSID] = "setsid",   [STEP_GROUPS] = "setgroups",
-    [STEP_GID] = "setgid",      [STEP_UID] = "setuid",
-    [STEP_PDEATH] = "prctl",    [STEP_STDIN] = "stdin",
-    [STEP_FDS] = "listeners",   [STEP_CHDIR] = "chdir",
+    [STEP_SETSID] = "setsid", [STEP_GROUPS] = "setgroups",
+    [STEP_GID] = "setgid",    [STEP_UID] = "setuid",
+    [STEP_PDEATH] = "prctl",  [STEP_STDIN] = "stdin",
+    [STEP_FDS] = "listeners", [STEP_CHDIR] = "chdir",
     [STEP_EXEC] = "exec",
 };
 
@@ -76,10 +85,14 @@ static void put_digits(char *p, long v)
  */
 static void child_signals(void)
 {
+	/* The kernel's struct sigaction, which glibc does not export. */
 	struct {
+		/* cppcheck-suppress unusedStructMember */
 		void (*handler)(int);
+		/* cppcheck-suppress unusedStructMember */
 		unsigned long flags;
-		void (*restorer)(void);
+		/* cppcheck-suppress unusedStructMember */
+		void *restorer;
 		uint64_t mask;
 	} dfl = {SIG_DFL, 0, NULL, 0};
 	sigset_t none;
@@ -205,7 +218,8 @@ pid_t spawn_process(const struct spawn *sp, const char **what, int *err)
 		return pid; /* end of file: the exec succeeded */
 	if (n == (ssize_t)sizeof(f)) {
 		*what = f.step > 0 && f.step < (int)ARRAY_LEN(step_names)
-			    ? step_names[f.step] : "exec";
+			    ? step_names[f.step]
+			    : "exec";
 		*err = f.err;
 	} else {
 		*what = "exec";

@@ -83,16 +83,16 @@ static const struct {
 	int sig;
 	const char *name;
 } signals[] = {
-    {SIGHUP, "HUP"},     {SIGINT, "INT"},     {SIGQUIT, "QUIT"},
-    {SIGILL, "ILL"},     {SIGTRAP, "TRAP"},   {SIGABRT, "ABRT"},
-    {SIGBUS, "BUS"},     {SIGFPE, "FPE"},     {SIGKILL, "KILL"},
-    {SIGUSR1, "USR1"},   {SIGSEGV, "SEGV"},   {SIGUSR2, "USR2"},
-    {SIGPIPE, "PIPE"},   {SIGALRM, "ALRM"},   {SIGTERM, "TERM"},
-    {SIGCHLD, "CHLD"},   {SIGCONT, "CONT"},   {SIGSTOP, "STOP"},
-    {SIGTSTP, "TSTP"},   {SIGTTIN, "TTIN"},   {SIGTTOU, "TTOU"},
-    {SIGURG, "URG"},     {SIGXCPU, "XCPU"},   {SIGXFSZ, "XFSZ"},
+    {SIGHUP, "HUP"},	   {SIGINT, "INT"},   {SIGQUIT, "QUIT"},
+    {SIGILL, "ILL"},	   {SIGTRAP, "TRAP"}, {SIGABRT, "ABRT"},
+    {SIGBUS, "BUS"},	   {SIGFPE, "FPE"},   {SIGKILL, "KILL"},
+    {SIGUSR1, "USR1"},	   {SIGSEGV, "SEGV"}, {SIGUSR2, "USR2"},
+    {SIGPIPE, "PIPE"},	   {SIGALRM, "ALRM"}, {SIGTERM, "TERM"},
+    {SIGCHLD, "CHLD"},	   {SIGCONT, "CONT"}, {SIGSTOP, "STOP"},
+    {SIGTSTP, "TSTP"},	   {SIGTTIN, "TTIN"}, {SIGTTOU, "TTOU"},
+    {SIGURG, "URG"},	   {SIGXCPU, "XCPU"}, {SIGXFSZ, "XFSZ"},
     {SIGVTALRM, "VTALRM"}, {SIGPROF, "PROF"}, {SIGWINCH, "WINCH"},
-    {SIGIO, "IO"},       {SIGPWR, "PWR"},     {SIGSYS, "SYS"},
+    {SIGIO, "IO"},	   {SIGPWR, "PWR"},   {SIGSYS, "SYS"},
 };
 
 const char *signal_name(int sig)
@@ -119,10 +119,11 @@ int signal_parse(const char *name)
 const char *wait_status_str(int status, char *buf, size_t len)
 {
 	if (WIFEXITED(status))
-		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+		snprintf(buf, len, "exited with status %d",
+			 WEXITSTATUS(status));
 	else if (WIFSIGNALED(status))
-		snprintf(buf, len, "killed by signal %d (%s)%s", WTERMSIG(status),
-			 signal_name(WTERMSIG(status)),
+		snprintf(buf, len, "killed by signal %d (%s)%s",
+			 WTERMSIG(status), signal_name(WTERMSIG(status)),
 			 WCOREDUMP(status) ? ", core dumped" : "");
 	else
 		snprintf(buf, len, "changed state (0x%x)", (unsigned)status);

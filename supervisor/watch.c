@@ -44,8 +44,8 @@
 	(IN_CREATE | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |            \
 	 IN_DELETE | IN_ATTRIB | IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF |   \
 	 IN_ONLYDIR)
-#define WATCH_MAX 8192          /* directories watched, in all */
-#define RETRY_MIN_MS 1000       /* a watched directory is missing */
+#define WATCH_MAX    8192 /* directories watched, in all */
+#define RETRY_MIN_MS 1000 /* a watched directory is missing */
 #define RETRY_MAX_MS 60000
 
 /* One (directory, name) a group cares about; name NULL: anything in it. */
@@ -275,7 +275,8 @@ void watch_forget(struct wgroup *g)
 			continue;
 		}
 		for (size_t k = 0; k < nentries; k++)
-			shared |= entries[k].g != g && entries[k].wd == entries[i].wd;
+			shared |=
+			    entries[k].g != g && entries[k].wd == entries[i].wd;
 		if (!shared)
 			(void)inotify_rm_watch(ifd, entries[i].wd);
 		free(entries[i].name);

@@ -23,9 +23,9 @@ static struct worker *workers; /* every live worker, of every group */
 
 /* Variables the supervisor sets; inherited values would be lies. */
 static const char *const own_vars[] = {
-    "LISTEN_FDS",      "LISTEN_PID",    "LISTEN_FDNAMES",
-    "NOTIFY_SOCKET",   "ROLLOVER_GROUP", "ROLLOVER_SLOT",
-    "ROLLOVER_GENERATION", "WATCHDOG_USEC", "WATCHDOG_PID",
+    "LISTEN_FDS",	   "LISTEN_PID",     "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",	   "ROLLOVER_GROUP", "ROLLOVER_SLOT",
+    "ROLLOVER_GENERATION", "WATCHDOG_USEC",  "WATCHDOG_PID",
 };
 
 const char *worker_state_name(enum worker_state s)
@@ -98,8 +98,8 @@ static char *env_build(struct envbuf *e, const struct gen *g, unsigned slot,
 	for (size_t i = 0; i < gc->nenv; i++)
 		env_add(e, xstrdup(gc->env[i]));
 	if (nfds > 0) {
-		size_t len = strlen("LISTEN_FDNAMES=") + nfds *
-			     (strlen(gc->name) + 1);
+		size_t len =
+		    strlen("LISTEN_FDNAMES=") + nfds * (strlen(gc->name) + 1);
 		char *names = xmalloc(len + 1);
 		char *pidvar = xmalloc(strlen("LISTEN_PID=") + 24);
 
@@ -244,12 +244,13 @@ struct worker *worker_start(struct gen *g, unsigned slot, int *err)
 	if (pid == -1) {
 		if (*err == ETXTBSY)
 			log_info("%s: slot %u, generation %u: %s is busy; "
-				 "retrying", g->group->name, slot, g->number,
-				 gc->command);
+				 "retrying",
+				 g->group->name, slot, g->number, gc->command);
 		else
 			log_errorx("%s: slot %u, generation %u: cannot start "
-				   "%s: %s: %s", g->group->name, slot,
-				   g->number, gc->command, what, strerror(*err));
+				   "%s: %s: %s",
+				   g->group->name, slot, g->number, gc->command,
+				   what, strerror(*err));
 		return NULL;
 	}
 	w = xcalloc(1, sizeof(*w));
@@ -317,10 +318,9 @@ int worker_reaped(pid_t pid, int status)
 {
 	struct worker **pp, *w;
 
-	for (pp = &workers; *pp != NULL; pp = &(*pp)->next)
-		if ((*pp)->pid == pid)
+	for (pp = &workers; (w = *pp) != NULL; pp = &w->next)
+		if (w->pid == pid)
 			break;
-	w = *pp;
 	if (w == NULL)
 		return 0;
 	*pp = w->next;

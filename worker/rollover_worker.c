@@ -50,7 +50,8 @@ static int listen_fds_take(void)
 		return 0;
 	if (getenv("LISTEN_FDS") == NULL)
 		return 0;
-	r = parse_long(getenv("LISTEN_FDS"), 0, INT_MAX - RW_LISTEN_FDS_START, &n);
+	r = parse_long(getenv("LISTEN_FDS"), 0, INT_MAX - RW_LISTEN_FDS_START,
+		       &n);
 	if (r < 0)
 		return r;
 	for (int fd = RW_LISTEN_FDS_START; fd < RW_LISTEN_FDS_START + n; fd++) {
@@ -80,7 +81,8 @@ static int parse_unix(const char *path, struct sockaddr_un *sun, socklen_t *len)
 {
 	size_t n = strlen(path);
 
-	if (n == 0 || n >= sizeof(sun->sun_path) || (path[0] != '/' && path[0] != '@'))
+	if (n == 0 || n >= sizeof(sun->sun_path) ||
+	    (path[0] != '/' && path[0] != '@'))
 		return -EINVAL;
 	memset(sun, 0, sizeof(*sun));
 	sun->sun_family = AF_UNIX;
@@ -89,7 +91,8 @@ static int parse_unix(const char *path, struct sockaddr_un *sun, socklen_t *len)
 		sun->sun_path[0] = '\0';
 		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
 	} else {
-		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+		*len =
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
 	}
 	return 0;
 }
@@ -116,7 +119,8 @@ static int parse_inet(const char *addr, union sockaddr_any *u, socklen_t *len)
 	hlen = (size_t)(colon - addr);
 	memset(u, 0, sizeof(*u));
 	if (addr[0] == '[') {
-		if (hlen < 3 || addr[hlen - 1] != ']' || hlen - 2 >= sizeof(host))
+		if (hlen < 3 || addr[hlen - 1] != ']' ||
+		    hlen - 2 >= sizeof(host))
 			return -EINVAL;
 		memcpy(host, addr + 1, hlen - 2);
 		host[hlen - 2] = '\0';
@@ -237,7 +241,7 @@ const char *rw_group(void)
 int rw_stop_fd(int sig)
 {
 	sigset_t set, old;
-	int fd, r;
+	int fd;
 
 	if (sig <= 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP)
 		return -EINVAL;
@@ -248,7 +252,8 @@ int rw_stop_fd(int sig)
 		return -errno;
 	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (fd == -1) {
-		r = -errno;
+		int r = -errno;
+
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		return r;
 	}

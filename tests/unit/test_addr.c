@@ -113,8 +113,7 @@ static void test_unix_abstract(void **state)
 	assert_int_equal(sun->sun_family, AF_UNIX);
 	assert_int_equal(sun->sun_path[0], '\0');
 	assert_memory_equal(sun->sun_path + 1, "hello", 5);
-	assert_int_equal(a.len,
-			 offsetof(struct sockaddr_un, sun_path) + 1 + 5);
+	assert_int_equal(a.len, offsetof(struct sockaddr_un, sun_path) + 1 + 5);
 	assert_string_equal(a.text, "unix:@hello");
 }
 
@@ -168,7 +167,8 @@ static void test_rejected(void **state)
 	    {"1.2.3:80", "not a numeric IPv4 or [IPv6] address"},
 	    {"256.1.1.1:80", "not a numeric IPv4 or [IPv6] address"},
 	    {"1.2.3.4.5.6.7.8:80", "not a numeric IPv4 or [IPv6] address"},
-	    {"::1:80", "IPv6 addresses must be written in brackets: [::1]:PORT"},
+	    {"::1:80",
+	     "IPv6 addresses must be written in brackets: [::1]:PORT"},
 	    {"[::1]8080", "expected ':' and a port after ']'"},
 	    {"[::1]", "missing port"},
 	    {"[::1]:", "missing port"},

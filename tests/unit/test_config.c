@@ -175,10 +175,10 @@ static void expect(const char *first, ...)
 }
 
 /* Load name; it must fail with exactly the given lines. */
-#define expect_fail(name, ...)                                             \
-	do {                                                               \
-		assert_null(load(name));                                   \
-		expect(__VA_ARGS__, (char *)NULL);                         \
+#define expect_fail(name, ...)                                                 \
+	do {                                                                   \
+		assert_null(load(name));                                       \
+		expect(__VA_ARGS__, (char *)NULL);                             \
 	} while (0)
 
 /* ---- good configs ------------------------------------------------------ */
@@ -198,7 +198,8 @@ static void test_full(void **state)
 	    "    name = \"web-1.x_y\";\n"
 	    "    command = \"/bin/true\";\n"
 	    "    args = [ \"--message\", \"hello\" ];\n"
-	    "    env = { APP_ENV = \"production\"; PORT = 8080; BIG = 5000000000L; };\n"
+	    "    env = { APP_ENV = \"production\"; PORT = 8080; BIG = "
+	    "5000000000L; };\n"
 	    "    directory = \"/\";\n"
 	    "    user = \"nobody\";\n"
 	    "    workers = 3;\n"
@@ -275,7 +276,7 @@ static void test_full(void **state)
 	assert_int_equal(g->backlog, 4096);
 	assert_int_equal(g->listen_mode, LISTEN_PER_WORKER);
 	assert_int_equal(g->ready_notify, 0);
-	assert_int_equal(g->ready_ms, 2000);       /* an integer of seconds */
+	assert_int_equal(g->ready_ms, 2000); /* an integer of seconds */
 	assert_int_equal(g->ready_timeout_ms, 2500);
 	assert_int_equal(g->stop_signal, SIGQUIT);
 	assert_int_equal(g->stop_timeout_ms, 0);
@@ -312,7 +313,8 @@ static void test_defaults(void **state)
 	struct config *c;
 
 	(void)state;
-	put("main.cfg", "groups = ( { name = \"web\"; command = \"/bin/true\"; } );\n");
+	put("main.cfg",
+	    "groups = ( { name = \"web\"; command = \"/bin/true\"; } );\n");
 	c = load("main.cfg");
 	expect(NULL);
 	assert_non_null(c);
@@ -352,8 +354,9 @@ static void test_settle_alone(void **state)
 	struct config *c;
 
 	(void)state;
-	put("main.cfg", "groups = ( { name = \"web\"; command = \"/bin/true\";\n"
-			"  settle = 5; } );\n");
+	put("main.cfg",
+	    "groups = ( { name = \"web\"; command = \"/bin/true\";\n"
+	    "  settle = 5; } );\n");
 	c = load("main.cfg");
 	expect(NULL);
 	assert_non_null(c);
@@ -394,9 +397,10 @@ static void test_include_relative(void **state)
 	(void)state;
 	put("main.cfg", "log_level = \"warn\";\n"
 			"@include \"conf.d/groups.cfg\"\n");
-	put("conf.d/groups.cfg", "groups = (\n"
-				 "  { name = \"web\"; command = \"/bin/true\"; }\n"
-				 ");\n");
+	put("conf.d/groups.cfg",
+	    "groups = (\n"
+	    "  { name = \"web\"; command = \"/bin/true\"; }\n"
+	    ");\n");
 	assert_non_null(getcwd(cwd, sizeof(cwd)));
 	assert_int_equal(chdir("/"), 0);
 	c = load("main.cfg");
@@ -419,10 +423,11 @@ static void test_include_relative_path(void **state)
 
 	(void)state;
 	put("main.cfg", "@include \"conf.d/groups.cfg\"\n");
-	put("conf.d/groups.cfg", "groups = (\n"
-				 "  { name = \"web\"; command = \"/bin/true\";\n"
-				 "    extra = 1; }\n"
-				 ");\n");
+	put("conf.d/groups.cfg",
+	    "groups = (\n"
+	    "  { name = \"web\"; command = \"/bin/true\";\n"
+	    "    extra = 1; }\n"
+	    ");\n");
 	assert_non_null(getcwd(cwd, sizeof(cwd)));
 	parent = strdup(dir);
 	*strrchr(parent, '/') = '\0';
@@ -543,51 +548,57 @@ static void test_unknown_keys(void **state)
 static void test_wrong_types(void **state)
 {
 	(void)state;
-	put("main.cfg", "log_level = 3;\n"
-			"control = [ \"a\" ];\n"
-			"groups = (\n"
-			"  { name = 5;\n"
-			"    command = \"/bin/true\";\n"
-			"    workers = \"2\";\n"
-			"    backlog = 1.5;\n"
-			"    watch = 1;\n"
-			"    args = \"--x\";\n"
-			"    env = [ \"A=1\" ];\n"
-			"    listen = 8080;\n"
-			"    ready = true;\n"
-			"    settle = \"0.1\";\n"
-			"    watch_paths = [ 1, 2 ];\n"
-			"    stop_timeout = \"30\";\n"
-			"    user = 0;\n"
-			"  },\n"
-			"  5,\n"
-			"  { name = \"b\";\n"
-			"    command = \"/bin/true\";\n"
-			"    args = ( \"a\",\n"
-			"             1 );\n"
-			"    env = { A = 1.5; B = true; };\n"
-			"    listen = ( \"127.0.0.1:1\", [ \"127.0.0.1:2\" ] );\n"
-			"  }\n"
-			");\n");
-	expect_fail("main.cfg", "{D}/main.cfg:1: 'log_level' must be a string",
-		    "{D}/main.cfg:2: 'control' must be a string",
-		    "{D}/main.cfg:4: 'name' must be a string",
-		    "{D}/main.cfg:6: 'workers' must be an integer",
-		    "{D}/main.cfg:7: 'backlog' must be an integer",
-		    "{D}/main.cfg:8: 'watch' must be true or false",
-		    "{D}/main.cfg:9: 'args' must be an array of strings",
-		    "{D}/main.cfg:10: 'env' must be a group: { KEY = \"value\"; }",
-		    "{D}/main.cfg:11: 'listen' must be a string or an array of strings",
-		    "{D}/main.cfg:12: 'ready' must be \"notify\" or a number of seconds",
-		    "{D}/main.cfg:13: 'settle' must be a number of seconds",
-		    "{D}/main.cfg:14: 'watch_paths' must be a string or an array of strings",
-		    "{D}/main.cfg:15: 'stop_timeout' must be a number of seconds",
-		    "{D}/main.cfg:16: 'user' must be a string",
-		    "{D}/main.cfg:18: 'groups' must be a list of groups: ( { ... }, ... )",
-		    "{D}/main.cfg:22: 'args' must be an array of strings",
-		    "{D}/main.cfg:23: 'env.A' must be a string or an integer",
-		    "{D}/main.cfg:23: 'env.B' must be a string or an integer",
-		    "{D}/main.cfg:24: 'listen' must be a string or an array of strings");
+	put("main.cfg",
+	    "log_level = 3;\n"
+	    "control = [ \"a\" ];\n"
+	    "groups = (\n"
+	    "  { name = 5;\n"
+	    "    command = \"/bin/true\";\n"
+	    "    workers = \"2\";\n"
+	    "    backlog = 1.5;\n"
+	    "    watch = 1;\n"
+	    "    args = \"--x\";\n"
+	    "    env = [ \"A=1\" ];\n"
+	    "    listen = 8080;\n"
+	    "    ready = true;\n"
+	    "    settle = \"0.1\";\n"
+	    "    watch_paths = [ 1, 2 ];\n"
+	    "    stop_timeout = \"30\";\n"
+	    "    user = 0;\n"
+	    "  },\n"
+	    "  5,\n"
+	    "  { name = \"b\";\n"
+	    "    command = \"/bin/true\";\n"
+	    "    args = ( \"a\",\n"
+	    "             1 );\n"
+	    "    env = { A = 1.5; B = true; };\n"
+	    "    listen = ( \"127.0.0.1:1\", [ \"127.0.0.1:2\" ] );\n"
+	    "  }\n"
+	    ");\n");
+	expect_fail(
+	    "main.cfg", "{D}/main.cfg:1: 'log_level' must be a string",
+	    "{D}/main.cfg:2: 'control' must be a string",
+	    "{D}/main.cfg:4: 'name' must be a string",
+	    "{D}/main.cfg:6: 'workers' must be an integer",
+	    "{D}/main.cfg:7: 'backlog' must be an integer",
+	    "{D}/main.cfg:8: 'watch' must be true or false",
+	    "{D}/main.cfg:9: 'args' must be an array of strings",
+	    "{D}/main.cfg:10: 'env' must be a group: { KEY = \"value\"; }",
+	    "{D}/main.cfg:11: 'listen' must be a string or an array of strings",
+	    "{D}/main.cfg:12: 'ready' must be \"notify\" or a number of "
+	    "seconds",
+	    "{D}/main.cfg:13: 'settle' must be a number of seconds",
+	    "{D}/main.cfg:14: 'watch_paths' must be a string or an array of "
+	    "strings",
+	    "{D}/main.cfg:15: 'stop_timeout' must be a number of seconds",
+	    "{D}/main.cfg:16: 'user' must be a string",
+	    "{D}/main.cfg:18: 'groups' must be a list of groups: ( { ... }, "
+	    "... )",
+	    "{D}/main.cfg:22: 'args' must be an array of strings",
+	    "{D}/main.cfg:23: 'env.A' must be a string or an integer",
+	    "{D}/main.cfg:23: 'env.B' must be a string or an integer",
+	    "{D}/main.cfg:24: 'listen' must be a string or an array of "
+	    "strings");
 }
 
 static void test_groups_shape(void **state)
@@ -598,7 +609,8 @@ static void test_groups_shape(void **state)
 	put("main.cfg", "groups = ( );\n");
 	expect_fail("main.cfg",
 		    "{D}/main.cfg:1: 'groups' must hold at least one group");
-	put("main.cfg", "groups = { name = \"web\"; command = \"/bin/true\"; };\n");
+	put("main.cfg",
+	    "groups = { name = \"web\"; command = \"/bin/true\"; };\n");
 	expect_fail("main.cfg", "{D}/main.cfg:1: 'groups' must be a list of "
 				"groups: ( { ... }, ... )");
 }
@@ -634,22 +646,27 @@ static void test_out_of_range(void **state)
 			"    ready_timeout = 0.0004;\n"
 			"  }\n"
 			");\n");
-	expect_fail("main.cfg",
-		    "{D}/main.cfg:4: 'workers' must be between 0 and 1024",
-		    "{D}/main.cfg:5: 'backlog' must be between 1 and 65535",
-		    "{D}/main.cfg:6: 'ready' must be between 0 and 3600 seconds",
-		    "{D}/main.cfg:7: 'ready_timeout' must be between 0.001 and 3600 seconds",
-		    "{D}/main.cfg:8: 'stop_timeout' must be between 0 and 86400 seconds",
-		    "{D}/main.cfg:9: 'settle' must be between 0 and 60 seconds",
-		    "{D}/main.cfg:10: 'settle_max' must be between 0 and 600 seconds",
-		    "{D}/main.cfg:14: 'workers' must be between 0 and 1024",
-		    "{D}/main.cfg:15: 'backlog' must be between 1 and 65535",
-		    "{D}/main.cfg:16: 'ready' must be between 0 and 3600 seconds",
-		    "{D}/main.cfg:17: 'ready_timeout' must be between 0.001 and 3600 seconds",
-		    "{D}/main.cfg:18: 'settle' must be between 0 and 60 seconds",
-		    "{D}/main.cfg:23: 'workers' must be between 0 and 1024",
-		    "{D}/main.cfg:26: 'ready_timeout' must be between 0.001 and 3600 seconds",
-		    "{D}/main.cfg:25: 'settle_max' must be at least 'settle' (3 seconds)");
+	expect_fail(
+	    "main.cfg", "{D}/main.cfg:4: 'workers' must be between 0 and 1024",
+	    "{D}/main.cfg:5: 'backlog' must be between 1 and 65535",
+	    "{D}/main.cfg:6: 'ready' must be between 0 and 3600 seconds",
+	    "{D}/main.cfg:7: 'ready_timeout' must be between 0.001 and 3600 "
+	    "seconds",
+	    "{D}/main.cfg:8: 'stop_timeout' must be between 0 and 86400 "
+	    "seconds",
+	    "{D}/main.cfg:9: 'settle' must be between 0 and 60 seconds",
+	    "{D}/main.cfg:10: 'settle_max' must be between 0 and 600 seconds",
+	    "{D}/main.cfg:14: 'workers' must be between 0 and 1024",
+	    "{D}/main.cfg:15: 'backlog' must be between 1 and 65535",
+	    "{D}/main.cfg:16: 'ready' must be between 0 and 3600 seconds",
+	    "{D}/main.cfg:17: 'ready_timeout' must be between 0.001 and 3600 "
+	    "seconds",
+	    "{D}/main.cfg:18: 'settle' must be between 0 and 60 seconds",
+	    "{D}/main.cfg:23: 'workers' must be between 0 and 1024",
+	    "{D}/main.cfg:26: 'ready_timeout' must be between 0.001 and 3600 "
+	    "seconds",
+	    "{D}/main.cfg:25: 'settle_max' must be at least 'settle' (3 "
+	    "seconds)");
 }
 
 static void test_missing_required(void **state)
@@ -684,15 +701,20 @@ static void test_bad_names(void **state)
 			"  { name = \"a/b\"; command = \"/bin/true\"; }\n"
 			");\n");
 	expect_fail("main.cfg",
-		    "{D}/main.cfg:2: 'name' \"\" must be 1 to 64 characters from A-Z a-z 0-9 _ . -",
-		    "{D}/main.cfg:3: 'name' \"we b\" must be 1 to 64 characters from A-Z a-z 0-9 _ . -",
-		    "{D}/main.cfg:4: 'name' \"a?b\" must be 1 to 64 characters from A-Z a-z 0-9 _ . -",
-		    "{D}/main.cfg:5: 'name' \"a/b\" must be 1 to 64 characters from A-Z a-z 0-9 _ . -");
+		    "{D}/main.cfg:2: 'name' \"\" must be 1 to 64 characters "
+		    "from A-Z a-z 0-9 _ . -",
+		    "{D}/main.cfg:3: 'name' \"we b\" must be 1 to 64 "
+		    "characters from A-Z a-z 0-9 _ . -",
+		    "{D}/main.cfg:4: 'name' \"a?b\" must be 1 to 64 characters "
+		    "from A-Z a-z 0-9 _ . -",
+		    "{D}/main.cfg:5: 'name' \"a/b\" must be 1 to 64 characters "
+		    "from A-Z a-z 0-9 _ . -");
 
 	/* 64 characters are fine, 65 are not. */
-	snprintf(text, sizeof(text),
-		 "groups = ( { name = \"%.64s\"; command = \"/bin/true\"; } );\n",
-		 x65);
+	snprintf(
+	    text, sizeof(text),
+	    "groups = ( { name = \"%.64s\"; command = \"/bin/true\"; } );\n",
+	    x65);
 	put("main.cfg", text);
 	c = load("main.cfg");
 	expect(NULL);
@@ -731,22 +753,25 @@ static void test_command(void **state)
 	put_mode("app.noexec", "#!/bin/sh\n", 0644);
 	put_mode("app.owner", "#!/bin/sh\n", 0744);
 	put("sub/x", "");
-	put("main.cfg", "groups = (\n"
-			"  { name = \"a\"; command = \"/nonexistent/rollover\"; },\n"
-			"  { name = \"b\"; command = \"app.noexec\"; },\n"
-			"  { name = \"c\"; command = \"sub\"; },\n"
-			"  { name = \"d\"; command = \"app.owner\";\n"
-			"    user = \"nobody\"; },\n"
-			"  { name = \"e\"; command = \"sub/x/y\"; },\n"
-			"  { name = \"f\"; command = \"\"; }\n"
-			");\n");
-	expect_fail("main.cfg",
-		    "{D}/main.cfg:2: 'command' /nonexistent/rollover does not exist",
-		    "{D}/main.cfg:3: 'command' {D}/app.noexec is not executable",
-		    "{D}/main.cfg:4: 'command' {D}/sub is not a regular file",
-		    "{D}/main.cfg:5: 'command' {D}/app.owner is not executable by user nobody",
-		    "{D}/main.cfg:7: 'command' {D}/sub/x/y: Not a directory",
-		    "{D}/main.cfg:8: 'command' must not be empty");
+	put("main.cfg",
+	    "groups = (\n"
+	    "  { name = \"a\"; command = \"/nonexistent/rollover\"; },\n"
+	    "  { name = \"b\"; command = \"app.noexec\"; },\n"
+	    "  { name = \"c\"; command = \"sub\"; },\n"
+	    "  { name = \"d\"; command = \"app.owner\";\n"
+	    "    user = \"nobody\"; },\n"
+	    "  { name = \"e\"; command = \"sub/x/y\"; },\n"
+	    "  { name = \"f\"; command = \"\"; }\n"
+	    ");\n");
+	expect_fail(
+	    "main.cfg",
+	    "{D}/main.cfg:2: 'command' /nonexistent/rollover does not exist",
+	    "{D}/main.cfg:3: 'command' {D}/app.noexec is not executable",
+	    "{D}/main.cfg:4: 'command' {D}/sub is not a regular file",
+	    "{D}/main.cfg:5: 'command' {D}/app.owner is not executable by user "
+	    "nobody",
+	    "{D}/main.cfg:7: 'command' {D}/sub/x/y: Not a directory",
+	    "{D}/main.cfg:8: 'command' must not be empty");
 }
 
 static void test_directory(void **state)
@@ -759,7 +784,8 @@ static void test_directory(void **state)
 			"  { name = \"b\"; command = \"/bin/true\";\n"
 			"    directory = \"file\"; }\n"
 			");\n");
-	expect_fail("main.cfg", "{D}/main.cfg:3: 'directory' {D}/nope does not exist",
+	expect_fail("main.cfg",
+		    "{D}/main.cfg:3: 'directory' {D}/nope does not exist",
 		    "{D}/main.cfg:5: 'directory' {D}/file is not a directory");
 }
 
@@ -776,10 +802,12 @@ static void test_users(void **state)
 			"  { name = \"c\"; command = \"/bin/true\";\n"
 			"    user = \"4000000\"; }\n"
 			");\n");
-	expect_fail("main.cfg",
-		    "{D}/main.cfg:3: 'user' \"no-such-user-rollover\": no such user",
-		    "{D}/main.cfg:5: 'group' \"no-such-group-rollover\": no such group",
-		    "{D}/main.cfg:7: 'user' 4000000 has no passwd entry, so 'group' must be set");
+	expect_fail(
+	    "main.cfg",
+	    "{D}/main.cfg:3: 'user' \"no-such-user-rollover\": no such user",
+	    "{D}/main.cfg:5: 'group' \"no-such-group-rollover\": no such group",
+	    "{D}/main.cfg:7: 'user' 4000000 has no passwd entry, so 'group' "
+	    "must be set");
 }
 
 static void test_numeric_ids(void **state)
@@ -824,9 +852,12 @@ static void test_bad_address(void **state)
 			");\n");
 	expect_fail("main.cfg",
 		    "{D}/main.cfg:3: 'listen' \"127.0.0.1\": missing port",
-		    "{D}/main.cfg:4: 'listen' \"1.2.3.4:70000\": port out of range (1..65535)",
-		    "{D}/main.cfg:5: 'listen' \"localhost:80\": not a numeric IPv4 or [IPv6] address",
-		    "{D}/main.cfg:8: 'listen' \"[::1]8080\": expected ':' and a port after ']'");
+		    "{D}/main.cfg:4: 'listen' \"1.2.3.4:70000\": port out of "
+		    "range (1..65535)",
+		    "{D}/main.cfg:5: 'listen' \"localhost:80\": not a numeric "
+		    "IPv4 or [IPv6] address",
+		    "{D}/main.cfg:8: 'listen' \"[::1]8080\": expected ':' and "
+		    "a port after ']'");
 }
 
 static void test_duplicate_address(void **state)
@@ -845,9 +876,12 @@ static void test_duplicate_address(void **state)
 			"  }\n"
 			");\n");
 	expect_fail("main.cfg",
-		    "{D}/main.cfg:7: 'listen' 127.0.0.1:8080 is already used at {D}/main.cfg:3",
-		    "{D}/main.cfg:8: 'listen' 0.0.0.0:9090 is already used at {D}/main.cfg:4",
-		    "{D}/main.cfg:10: 'listen' [::1]:8080 is already used at {D}/main.cfg:9");
+		    "{D}/main.cfg:7: 'listen' 127.0.0.1:8080 is already used "
+		    "at {D}/main.cfg:3",
+		    "{D}/main.cfg:8: 'listen' 0.0.0.0:9090 is already used at "
+		    "{D}/main.cfg:4",
+		    "{D}/main.cfg:10: 'listen' [::1]:8080 is already used at "
+		    "{D}/main.cfg:9");
 }
 
 /* ---- enumerations and env -------------------------------------------------- */
@@ -867,12 +901,16 @@ static void test_enums(void **state)
 			"  { name = \"c\"; command = \"/bin/true\";\n"
 			"    stop_signal = \"kill\"; }\n"
 			");\n");
-	expect_fail("main.cfg",
-		    "{D}/main.cfg:1: 'log_level' must be \"error\", \"warn\", \"info\" or \"debug\"",
-		    "{D}/main.cfg:4: 'stop_signal' \"TERMINATE\" is not a signal name",
-		    "{D}/main.cfg:5: 'listen_mode' must be \"shared\" or \"per-worker\"",
-		    "{D}/main.cfg:6: 'ready' must be \"notify\" or a number of seconds",
-		    "{D}/main.cfg:9: 'stop_signal' cannot be STOP: a stopped worker never exits");
+	expect_fail(
+	    "main.cfg",
+	    "{D}/main.cfg:1: 'log_level' must be \"error\", \"warn\", \"info\" "
+	    "or \"debug\"",
+	    "{D}/main.cfg:4: 'stop_signal' \"TERMINATE\" is not a signal name",
+	    "{D}/main.cfg:5: 'listen_mode' must be \"shared\" or "
+	    "\"per-worker\"",
+	    "{D}/main.cfg:6: 'ready' must be \"notify\" or a number of seconds",
+	    "{D}/main.cfg:9: 'stop_signal' cannot be STOP: a stopped worker "
+	    "never exits");
 }
 
 static void test_env(void **state)
@@ -891,10 +929,14 @@ static void test_env(void **state)
 			"  }\n"
 			");\n");
 	expect_fail("main.cfg",
-		    "{D}/main.cfg:5: 'env' key 'LISTEN_FDS' is reserved: rollover sets it for each worker",
-		    "{D}/main.cfg:6: 'env' key 'NOTIFY_SOCKET' is reserved: rollover sets it for each worker",
-		    "{D}/main.cfg:7: 'env' key 'ROLLOVER_SLOT' is reserved: rollover sets it for each worker",
-		    "{D}/main.cfg:8: 'env' key 'bad-name' is not a valid variable name");
+		    "{D}/main.cfg:5: 'env' key 'LISTEN_FDS' is reserved: "
+		    "rollover sets it for each worker",
+		    "{D}/main.cfg:6: 'env' key 'NOTIFY_SOCKET' is reserved: "
+		    "rollover sets it for each worker",
+		    "{D}/main.cfg:7: 'env' key 'ROLLOVER_SLOT' is reserved: "
+		    "rollover sets it for each worker",
+		    "{D}/main.cfg:8: 'env' key 'bad-name' is not a valid "
+		    "variable name");
 }
 
 /* Every problem is reported, from every group, not just the first. */
@@ -908,12 +950,13 @@ static void test_all_reported(void **state)
 			"    listen_mode = \"x\"; }\n"
 			");\n"
 			"oops = 1;\n");
-	expect_fail("main.cfg",
-		    "{D}/main.cfg:3: 'workers' must be between 0 and 1024",
-		    "{D}/main.cfg:2: 'command' /nonexistent does not exist",
-		    "{D}/main.cfg:4: 'name' a is already used at {D}/main.cfg:2",
-		    "{D}/main.cfg:5: 'listen_mode' must be \"shared\" or \"per-worker\"",
-		    "{D}/main.cfg:7: unknown key 'oops'");
+	expect_fail(
+	    "main.cfg", "{D}/main.cfg:3: 'workers' must be between 0 and 1024",
+	    "{D}/main.cfg:2: 'command' /nonexistent does not exist",
+	    "{D}/main.cfg:4: 'name' a is already used at {D}/main.cfg:2",
+	    "{D}/main.cfg:5: 'listen_mode' must be \"shared\" or "
+	    "\"per-worker\"",
+	    "{D}/main.cfg:7: unknown key 'oops'");
 }
 
 static void test_control_too_long(void **state)
@@ -923,7 +966,8 @@ static void test_control_too_long(void **state)
 	(void)state;
 	snprintf(text, sizeof(text),
 		 "control = \"/%0120d.sock\";\n"
-		 "groups = ( { name = \"a\"; command = \"/bin/true\"; } );\n", 0);
+		 "groups = ( { name = \"a\"; command = \"/bin/true\"; } );\n",
+		 0);
 	put("main.cfg", text);
 	assert_null(load("main.cfg"));
 	assert_int_equal(nlines, 1);
