@@ -279,12 +279,15 @@ static void slot_start(struct slot *s)
 	s->worker = worker_start(gen, s->index, &err);
 	if (s->worker != NULL) {
 		gen->nlive++;
+		s->busy_tries = 0;
 		return;
 	}
-	if (err == ETXTBSY && s->busy_tries++ < BUSY_TRIES) {
+	if (err == ETXTBSY && s->busy_tries < BUSY_TRIES) {
+		s->busy_tries++;
 		timer_set(&s->restart, BUSY_RETRY_MS);
 		return;
 	}
+	s->busy_tries = 0;
 	if (gen->state == G_STARTING) {
 		gen_abort(gen, "worker %u could not be started: %s", s->index,
 			  strerror(err));
@@ -303,7 +306,7 @@ static void slot_timer(void *arg)
 	if (stopping)
 		return;
 	if (s->launched && s->busy_tries == 0)
-		s->restarts++;
+		s->restarts++; /* not a retry of a busy exec */
 	slot_start(s);
 }
 
@@ -438,12 +441,15 @@ void group_rollover(struct wgroup *g, enum trigger t, const struct binary *bin)
 		b = *bin;
 	else if (binary_open(&b, g->conf->command, &why) == -1)
 		b.fd = -1;
-	if (g->next_gen != NULL)
+	/*
+	 * A binary that cannot run does not supersede a rollover in flight:
+	 * this attempt is aborted at once and the other one goes on.
+	 */
+	if (b.fd != -1 && g->next_gen != NULL)
 		gen_abort(g->next_gen, "superseded by generation %u",
 			  g->last_gen + 1);
 	gen = gen_new(g, g->config, g->conf, t);
 	gen->state = G_STARTING;
-	g->next_gen = gen;
 	record(g, gen, "running");
 	log_info("%s: rollover to generation %u begun (trigger: %s)", g->name,
 		 gen->number, trigger_name(t));
@@ -451,6 +457,7 @@ void group_rollover(struct wgroup *g, enum trigger t, const struct binary *bin)
 		gen_abort(gen, "%s: %s", g->conf->command, why);
 		return;
 	}
+	g->next_gen = gen;
 	gen->bin = b;
 	g->last_fp = b;
 	g->last_fp.fd = -1;

@@ -123,6 +123,10 @@ struct listener *listener_get(const struct addr *a, int slot, int backlog)
 			continue;
 		first = 0;
 		if (l->slot == slot) {
+			/* listen() again just sets a new backlog. */
+			if (listen(l->fd, backlog > 0 ? backlog : INT_MAX) ==
+			    -1)
+				log_warn("%s: listen", a->text);
 			l->refs++;
 			return l;
 		}

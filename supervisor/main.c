@@ -109,8 +109,10 @@ static void reload(void)
 {
 	struct config *c;
 
-	if (stopping)
+	if (stopping) {
+		log_info("SIGHUP: stopping; not reloading");
 		return;
+	}
 	log_info("SIGHUP: reloading %s", config->path);
 	c = config_load(config->path, report_reload_error);
 	if (c == NULL) {
@@ -120,10 +122,12 @@ static void reload(void)
 		return;
 	}
 	config_ref(c);
+	log_set_level(c->log_level);
 	if (group_apply_config(c, TRIGGER_SIGNAL) == -1) {
 		log_errorx("%s: not reloaded; still running the previous "
 			   "configuration",
 			   config->path);
+		log_set_level(config->log_level);
 		config_unref(c);
 		return;
 	}
@@ -131,7 +135,6 @@ static void reload(void)
 		log_warnx("pid_file: a change takes effect at the next start");
 	config_unref(config);
 	config = c;
-	log_set_level(config->log_level);
 	watch_update();
 }
 

@@ -44,16 +44,20 @@
 	(IN_CREATE | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |            \
 	 IN_DELETE | IN_ATTRIB | IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF |   \
 	 IN_ONLYDIR)
-#define WATCH_MAX    8192 /* directories watched, in all */
-#define RETRY_MIN_MS 1000 /* a watched directory is missing */
-#define RETRY_MAX_MS 60000
+#define WATCH_MAX 8192 /* directories watched, in all */
 
-/* One (directory, name) a group cares about; name NULL: anything in it. */
+/*
+ * One (directory, name) a group cares about; name NULL: anything in it.
+ * An ancestor entry stands in for a path whose directory does not exist
+ * yet: it watches the deepest existing ancestor for the next component,
+ * and its appearance rebuilds the watches.
+ */
 struct entry {
 	int wd;
 	struct wgroup *g;
 	char *name;
 	int is_command;
+	int ancestor;
 };
 
 struct watch {
@@ -68,9 +72,6 @@ static int ifd = -1;
 static int registered;
 static struct entry *entries;
 static size_t nentries;
-static struct timer retry;
-static uint64_t retry_ms;
-
 static void watch_read(int fd, uint32_t events, void *arg);
 
 void watch_init(void)
@@ -111,7 +112,7 @@ static void entries_clear(void)
 }
 
 static int entry_add(const char *dir, const char *name, struct wgroup *g,
-		     int is_command)
+		     int is_command, int ancestor)
 {
 	int wd;
 
@@ -127,24 +128,31 @@ static int entry_add(const char *dir, const char *name, struct wgroup *g,
 	entries[nentries].g = g;
 	entries[nentries].name = name != NULL ? xstrdup(name) : NULL;
 	entries[nentries].is_command = is_command;
+	entries[nentries].ancestor = ancestor;
 	nentries++;
 	return 0;
 }
 
-/* Watch the directory of path, for the name path has in it. */
+/*
+ * Watch the directory of path for the name path has in it; if that
+ * directory does not exist, its deepest existing ancestor, for the next
+ * component on the way down.
+ */
 static int watch_file(struct wgroup *g, const char *path, int is_command)
 {
 	char *copy = xstrdup(path);
-	char *slash = strrchr(copy, '/');
-	int r;
+	int ancestor = 0, r = -1;
+	char *slash;
 
-	if (slash == NULL || slash[1] == '\0') {
-		free(copy);
-		errno = EINVAL;
-		return -1;
+	errno = EINVAL;
+	while ((slash = strrchr(copy, '/')) != NULL && slash[1] != '\0') {
+		*slash = '\0';
+		r = entry_add(copy[0] != '\0' ? copy : "/", slash + 1, g,
+			      is_command, ancestor);
+		if (r == 0 || errno != ENOENT)
+			break;
+		ancestor = 1;
 	}
-	*slash = '\0';
-	r = entry_add(copy[0] != '\0' ? copy : "/", slash + 1, g, is_command);
 	free(copy);
 	return r;
 }
@@ -157,7 +165,7 @@ static int tree_dir(const char *path, const struct stat *st, int type,
 {
 	(void)st;
 	(void)ftw;
-	if (type == FTW_D && entry_add(path, NULL, tree_group, 0) == -1) {
+	if (type == FTW_D && entry_add(path, NULL, tree_group, 0, 0) == -1) {
 		tree_failed = errno;
 		return 1;
 	}
@@ -227,20 +235,14 @@ static struct watch *watch_state(struct wgroup *g)
 	return g->watch;
 }
 
-/* A directory that is missing now may appear: look again, backing off. */
-static void retry_fire(void *arg)
-{
-	(void)arg;
-	watch_update();
-}
-
+/*
+ * Rebuild every watch.  Nothing is retried on a timer: a path missing now
+ * is covered by an ancestor entry, whose event brings us back here.
+ */
 void watch_update(void)
 {
-	int failed = 0;
-
 	if (!registered && ifd >= 0) {
 		loop_add(ifd, EPOLLIN, watch_read, NULL);
-		timer_init(&retry, retry_fire, NULL);
 		registered = 1;
 	}
 	entries_clear();
@@ -249,18 +251,8 @@ void watch_update(void)
 			continue;
 		if (g->conf->watch || g->conf->nwatch_paths > 0)
 			(void)watch_state(g);
-		if (watch_group(g) == -1)
-			failed = 1;
+		(void)watch_group(g);
 	}
-	if (!failed) {
-		retry_ms = 0;
-		timer_cancel(&retry);
-		return;
-	}
-	retry_ms = retry_ms ? retry_ms * 2 : RETRY_MIN_MS;
-	if (retry_ms > RETRY_MAX_MS)
-		retry_ms = RETRY_MAX_MS;
-	timer_set(&retry, retry_ms);
 }
 
 void watch_forget(struct wgroup *g)
@@ -312,9 +304,12 @@ static int watch_event(const struct inotify_event *e)
 
 	if (e->mask & IN_Q_OVERFLOW) {
 		log_warnx("inotify: queue overflow; checking every group");
-		for (struct wgroup *g = groups; g != NULL; g = g->next)
-			if (g->watch != NULL && !g->removed)
+		for (struct wgroup *g = groups; g != NULL; g = g->next) {
+			if (g->watch != NULL && !g->removed) {
 				watch_changed(g, 1);
+				watch_changed(g, 0);
+			}
+		}
 		return 1;
 	}
 	for (size_t i = 0; i < nentries; i++) {
@@ -332,9 +327,9 @@ static int watch_event(const struct inotify_event *e)
 				  inotifytools_event_to_str((int)e->mask),
 				  e->len > 0 ? e->name : "");
 			watch_changed(en->g, en->is_command);
-			if (en->name == NULL && (e->mask & IN_ISDIR) &&
-			    (e->mask & (IN_CREATE | IN_MOVED_TO)))
-				rebuild = 1; /* a new subdirectory */
+			/* A missing directory appeared, or a subdirectory. */
+			if (en->ancestor || (e->mask & IN_ISDIR))
+				rebuild = 1;
 		}
 	}
 	return rebuild;
@@ -368,11 +363,13 @@ static void watch_check(void *arg)
 	struct wgroup *g = w->g;
 	const char *why;
 	struct binary b;
-	int symlink;
 	struct stat st;
 
 	timer_cancel(&w->settle);
 	timer_cancel(&w->settle_max);
+	/* A symlink may point elsewhere now: watch the new target's dir. */
+	if (lstat(g->conf->command, &st) == 0 && S_ISLNK(st.st_mode))
+		watch_update();
 	if (binary_open(&b, g->conf->command, &why) == -1) {
 		if (b.busy)
 			log_info("%s: %s: %s; waiting", g->name,
@@ -390,8 +387,5 @@ static void watch_check(void *arg)
 	}
 	w->command_changed = 0;
 	w->path_changed = 0;
-	symlink = lstat(g->conf->command, &st) == 0 && S_ISLNK(st.st_mode);
 	group_rollover(g, TRIGGER_WATCH, &b);
-	if (symlink)
-		watch_update(); /* it may point elsewhere now */
 }
