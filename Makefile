@@ -17,9 +17,11 @@ SYSCONFDIR ?= /etc
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-           -Wmissing-prototypes -Wformat=2 -D_GNU_SOURCE \
-           -DROLLOVER_DEFAULT_CONFIG='"$(SYSCONFDIR)/rollover/rollover.conf"'
+# What the code needs, whatever CFLAGS a user gives.
+BASE_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+              -Wmissing-prototypes -Wformat=2 -D_GNU_SOURCE \
+              -DROLLOVER_DEFAULT_CONFIG='"$(SYSCONFDIR)/rollover/rollover.conf"'
+ALL_CFLAGS = $(CFLAGS) $(BASE_CFLAGS)
 LDFLAGS ?=
 
 CONFIG_CFLAGS := $(shell pkg-config --cflags libconfig)
@@ -30,7 +32,8 @@ B = build
 
 .DELETE_ON_ERROR:
 .SUFFIXES:
-.PHONY: all check check-unit check-system run install uninstall clean lint bench
+.PHONY: all check check-unit check-system check-asan run install uninstall \
+        clean lint bench
 
 # ---- the supervisor ----------------------------------------------------
 
@@ -59,7 +62,7 @@ all: $(BINS)
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(CONFIG_CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(CONFIG_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(B)/rollover: $(SUP_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CONFIG_LIBS) $(INOTIFY_LIBS)
@@ -77,21 +80,23 @@ UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
 $(B)/tests/%: tests/unit/%.c $(SUP_LIB_OBJS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(CONFIG_CFLAGS) -Isupervisor -o $@ $^ \
+	$(CC) $(ALL_CFLAGS) $(CONFIG_CFLAGS) -Isupervisor -o $@ $^ \
 	    $(CONFIG_LIBS) -lcmocka
 
 # Workers for the system tests: hello variants that answer differently,
-# and binaries that fail in one way each.
+# and binaries that fail in one way each.  Those are built without the
+# sanitizers even under check-asan, so that they fail the way they say.
 TEST_WORKERS = $(B)/tests/hello-a $(B)/tests/hello-b $(B)/tests/bad-exit \
                $(B)/tests/bad-noready $(B)/tests/bad-crash
 
 $(B)/tests/hello-%: worker/hello.c $(WLIB_OBJS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Iworker '-DHELLO_MESSAGE="variant $*\n"' -o $@ $^
+	$(CC) $(ALL_CFLAGS) -Iworker '-DHELLO_MESSAGE="variant $*\n"' -o $@ $^
 
-$(B)/tests/bad-%: tests/workers/misbehave.c $(WLIB_OBJS)
+$(B)/tests/bad-%: tests/workers/misbehave.c $(WLIB_SRCS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Iworker -DMODE_$(shell echo $* | tr a-z A-Z) -o $@ $^
+	$(CC) -O2 $(BASE_CFLAGS) -Iworker -DMODE_$(shell echo $* | tr a-z A-Z) \
+	    -o $@ $^
 
 check-unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do echo "== $$t"; $$t || exit 1; done
@@ -99,7 +104,18 @@ check-unit: $(UNIT_BINS)
 check-system: all $(TEST_WORKERS)
 	$(PYTHON) -m pytest -q tests/system
 
-check: all check-unit check-system
+check: all check-unit check-system check-asan
+
+# The whole suite again with every binary built with AddressSanitizer and
+# UndefinedBehaviorSanitizer; a report in a daemon's log fails the test.
+ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+             -fno-sanitize-recover=undefined
+check-asan:
+	$(MAKE) B=build-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
+	    all $(TEST_WORKERS:$(B)/%=build-asan/%) check-unit
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ROLLOVER_BUILD=$(CURDIR)/build-asan $(PYTHON) -m pytest -q tests/system
 
 # Benchmarks print numbers (and ratios against nginx, measured in the
 # same run); they assert nothing about speed.
@@ -150,6 +166,6 @@ uninstall:
 	-rmdir $(DESTDIR)$(LIBEXECDIR)
 
 clean:
-	rm -rf $(B)
+	rm -rf $(B) build-asan
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -214,8 +214,10 @@ static void gen_abort(struct gen *gen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(g->last.reason, sizeof(g->last.reason), fmt, ap);
 	va_end(ap);
-	log_errorx("%s: generation %u aborted: %s", g->name, gen->number,
-		   g->last.reason);
+	log_errorx("%s: generation %u aborted: %s (trigger: %s, after %llu ms)",
+		   g->name, gen->number, g->last.reason,
+		   trigger_name(gen->trigger),
+		   (unsigned long long)g->last.duration_ms);
 	if (g->next_gen == gen)
 		g->next_gen = NULL;
 	gen_stop(gen, G_ABORTED);
@@ -267,9 +269,10 @@ static uint64_t slot_backoff(struct slot *s, const struct worker *w)
 /*
  * Start a worker in s.  A text-busy exec is retried shortly: a writer
  * is about to close the file.  Any other failure aborts a starting
- * generation, and is retried with backoff in a serving one.
+ * generation, and is retried with backoff in a serving one.  Returns -1
+ * if the generation was aborted, and may then have been freed.
  */
-static void slot_start(struct slot *s)
+static int slot_start(struct slot *s)
 {
 	struct gen *gen = s->gen;
 	uint64_t delay;
@@ -280,23 +283,24 @@ static void slot_start(struct slot *s)
 	if (s->worker != NULL) {
 		gen->nlive++;
 		s->busy_tries = 0;
-		return;
+		return 0;
 	}
 	if (err == ETXTBSY && s->busy_tries < BUSY_TRIES) {
 		s->busy_tries++;
 		timer_set(&s->restart, BUSY_RETRY_MS);
-		return;
+		return 0;
 	}
 	s->busy_tries = 0;
 	if (gen->state == G_STARTING) {
 		gen_abort(gen, "worker %u could not be started: %s", s->index,
 			  strerror(err));
-		return;
+		return -1;
 	}
 	delay = slot_backoff(s, NULL);
 	log_info("%s: slot %u: retrying in %llu ms", gen->group->name, s->index,
 		 (unsigned long long)delay);
 	timer_set(&s->restart, delay);
+	return 0;
 }
 
 static void slot_timer(void *arg)
@@ -307,7 +311,7 @@ static void slot_timer(void *arg)
 		return;
 	if (s->launched && s->busy_tries == 0)
 		s->restarts++; /* not a retry of a busy exec */
-	slot_start(s);
+	(void)slot_start(s);
 }
 
 /*
@@ -333,9 +337,8 @@ static void gen_launch(struct gen *gen)
 
 		if (s->launched)
 			continue;
-		slot_start(s);
-		if (gen->state == G_ABORTED)
-			return;
+		if (slot_start(s) == -1)
+			return; /* gen may be gone */
 		starting++;
 	}
 }
@@ -494,20 +497,21 @@ static void group_free(struct wgroup *g)
 	free(g);
 }
 
+/*
+ * A group gone from the config drains.  It always has a current
+ * generation, which stays listed until released, so g survives the abort
+ * and goes with the last release.
+ */
 static void group_remove(struct wgroup *g)
 {
+	struct gen *cur = g->current;
+
 	g->removed = 1;
+	g->current = NULL;
+	gen_stop(cur, G_DRAINING);
 	if (g->next_gen != NULL)
 		gen_abort(g->next_gen, "the group was removed");
-	if (g->current != NULL) {
-		struct gen *gen = g->current;
-
-		g->current = NULL;
-		gen_stop(gen, G_DRAINING);
-		gen_release(gen);
-	} else if (g->gens == NULL) {
-		group_free(g);
-	}
+	gen_release(cur); /* may free g */
 }
 
 /* A group new in c: appended, so that groups keep the config's order. */

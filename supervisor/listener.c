@@ -10,6 +10,7 @@
  * else listens there, the probe fails with "Address already in use".
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -151,6 +152,24 @@ struct listener *listener_get(const struct addr *a, int slot, int backlog)
 }
 
 /*
+ * With SO_REUSEPORT, closing one socket of an address resets what is
+ * queued on it, unless this sysctl makes the kernel move it to the
+ * address's other sockets.
+ */
+static int migrate_req(void)
+{
+	char c = '0';
+	int fd = open("/proc/sys/net/ipv4/tcp_migrate_req",
+		      O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		(void)!read(fd, &c, 1);
+		close(fd);
+	}
+	return c != '0';
+}
+
+/*
  * Close a socket no generation uses any more.  Workers that still drain
  * hold their own copy; a unix socket's file goes with the last socket of
  * its address.
@@ -173,6 +192,11 @@ void listener_put(struct listener *l)
 	if (!stopping)
 		log_info("closed %s%s", l->addr.text,
 			 l->slot < 0 ? "" : " (one slot's socket)");
+	if (!stopping && !last && !migrate_req())
+		log_warnx("%s: connections queued on the closed socket are "
+			  "reset; net.ipv4.tcp_migrate_req = 1 would move them "
+			  "to the address's other sockets",
+			  l->addr.text);
 	close(l->fd);
 	free(l);
 }

@@ -45,15 +45,18 @@ def test_zero_loss_across_50_rollovers(supervisor, tmp_path, mode):
     s.wait_ready(2)
     assert http_get(port, "/")[1] == "variant a\n"
 
-    cmd = ["wrk", "-t2", "-c64", "-d12s", "--timeout", "5s",
+    # wrk runs until it is interrupted once the rollovers are done (it
+    # then prints its totals); -d only bounds it if the test goes wrong.
+    cmd = ["wrk", "-t2", "-c64", "-d120s", "--timeout", "5s",
            "http://127.0.0.1:%d/" % port]
     if mode == "close":
         cmd[1:1] = ["-H", "Connection: close"]
     wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         time.sleep(1.0)  # let wrk open its connections first
-        t0 = time.monotonic()
+        deadline = time.monotonic() + 90
         for i in range(ROLLOVERS):
+            assert time.monotonic() < deadline, "rollovers too slow"
             gen = i + 2
             if i % 2 == 0:
                 s.signal(signal.SIGHUP)
@@ -61,8 +64,8 @@ def test_zero_loss_across_50_rollovers(supervisor, tmp_path, mode):
                 variant = "hello-b" if (i // 2) % 2 == 0 else "hello-a"
                 replace_binary(os.path.join(BUILD, "tests", variant), app)
             s.wait_log(r"web: generation %d serving after" % gen, timeout=10)
-        elapsed = time.monotonic() - t0
-        assert elapsed < 10, "rollovers took %.1fs, longer than the load" % elapsed
+        time.sleep(1.0)  # and some load on the last generation
+        wrk.send_signal(signal.SIGINT)
         out, _ = wrk.communicate(timeout=30)
     finally:
         if wrk.poll() is None:
