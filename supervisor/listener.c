@@ -159,8 +159,8 @@ struct listener *listener_get(const struct addr *a, int slot, int backlog)
 static int migrate_req(void)
 {
 	char c = '0';
-	int fd = open("/proc/sys/net/ipv4/tcp_migrate_req",
-		      O_RDONLY | O_CLOEXEC);
+	int fd =
+	    open("/proc/sys/net/ipv4/tcp_migrate_req", O_RDONLY | O_CLOEXEC);
 
 	if (fd >= 0) {
 		(void)!read(fd, &c, 1);
