@@ -1,7 +1,8 @@
 # rollover - one non-recursive Makefile.
 #
 #   make               build everything into build/
-#   make check         build, then run the unit and the system tests
+#   make check         lint, build, run the unit and the system tests, then
+#                      all of them again under ASan and UBSan
 #   make run           build and run the demo (etc/rollover.conf) in the foreground
 #   make install       install under $(DESTDIR)$(PREFIX)
 #   make lint          clang-format, clang-tidy and cppcheck over the sources
@@ -104,7 +105,7 @@ check-unit: $(UNIT_BINS)
 check-system: all $(TEST_WORKERS)
 	$(PYTHON) -m pytest -q tests/system
 
-check: all check-unit check-system check-asan
+check: lint all check-unit check-system check-asan
 
 # The whole suite again with every binary built with AddressSanitizer and
 # UndefinedBehaviorSanitizer; a report in a daemon's log fails the test.
@@ -122,8 +123,7 @@ check-asan:
 bench: all $(TEST_WORKERS)
 	$(PYTHON) tests/bench/bench_rollover.py
 
-# Static checks: formatting, then two analysers.  Not part of `check`,
-# which a fresh machine runs without the LLVM tools.
+# Static checks: formatting, then two analysers.
 LINT_SRCS = supervisor/*.c supervisor/*.h worker/*.c worker/*.h \
             tests/unit/*.c tests/workers/*.c
 TIDY_CHECKS = -*,clang-analyzer-*,bugprone-*,\
