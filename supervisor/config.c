@@ -995,6 +995,50 @@ static void config_top_pid_file(struct config_ctx *x, const config_setting_t *s)
 	x->c->pid_file = config_want_path(x, s);
 }
 
+static void config_top_log_file(struct config_ctx *x, const config_setting_t *s)
+{
+	x->c->log_file = config_want_path(x, s);
+}
+
+/* An octal string, as chmod takes it: libconfig has no octal literals. */
+static void config_top_control_mode(struct config_ctx *x,
+				    const config_setting_t *s)
+{
+	const char *v = config_want_string(x, s);
+	unsigned long mode;
+	char *end;
+
+	if (v == NULL)
+		return;
+	errno = 0;
+	mode = strtoul(v, &end, 8);
+	if (*v == '\0' || *end != '\0' || errno != 0 || mode > 0777 ||
+	    (mode & 0600) != 0600)
+		config_fail(
+		    x, s,
+		    "'control_mode' must be an octal mode like \"0660\" "
+		    "that gives the owner read and write");
+	else
+		x->c->control_mode = (mode_t)mode;
+}
+
+static void config_top_control_group(struct config_ctx *x,
+				     const config_setting_t *s)
+{
+	const char *v = config_want_string(x, s);
+	struct group *gr;
+	unsigned int id;
+
+	if (v == NULL)
+		return;
+	if ((gr = getgrnam(v)) != NULL)
+		x->c->control_gid = gr->gr_gid;
+	else if (config_numeric_id(v, &id) == 0)
+		x->c->control_gid = (gid_t)id;
+	else
+		config_fail(x, s, "'control_group' \"%s\": no such group", v);
+}
+
 static void config_top_log_level(struct config_ctx *x,
 				 const config_setting_t *s)
 {
@@ -1041,7 +1085,10 @@ static const struct config_top_key {
 	void (*fn)(struct config_ctx *, const config_setting_t *);
 } config_top_keys[] = {
     {"control", config_top_control},
+    {"control_mode", config_top_control_mode},
+    {"control_group", config_top_control_group},
     {"pid_file", config_top_pid_file},
+    {"log_file", config_top_log_file},
     {"log_level", config_top_log_level},
     {"groups", config_top_groups},
 };
@@ -1072,6 +1119,8 @@ static void config_load_top(struct config_ctx *x, const config_setting_t *root)
 	}
 	if (config_setting_get_member(root, "groups") == NULL)
 		config_fail_at(x, x->path, 0, "missing required key 'groups'");
+	if (x->c->control == NULL)
+		x->c->control = control_default_path();
 }
 
 /* ---- reading the file -------------------------------------------------- */
@@ -1236,6 +1285,8 @@ struct config *config_load(const char *path, void (*report)(const char *line))
 	c = x.c = xcalloc(1, sizeof(*c));
 	c->path = xstrdup(path);
 	c->log_level = LOG_INFO;
+	c->control_mode = 0600;
+	c->control_gid = (gid_t)-1;
 
 	config_init(&cfg);
 	if (config_load_file(&x, &cfg) == 0)
@@ -1281,6 +1332,7 @@ void config_free(struct config *c)
 	free(c->groups);
 	free(c->path);
 	free(c->control);
+	free(c->log_file);
 	free(c->pid_file);
 	free(c);
 }

@@ -59,25 +59,29 @@ void config_unref(struct config *c)
 
 /* ---- listeners ----------------------------------------------------------- */
 
+static int per_worker(const struct group_conf *gc, size_t i)
+{
+	return gc->listen_mode == LISTEN_PER_WORKER &&
+	       gc->listen[i].ss.ss_family != AF_UNIX;
+}
+
 /*
- * The sockets of a group's config, in config order.  In per-worker mode
- * every TCP address gets one socket per slot; unix sockets have no
- * SO_REUSEPORT, so they stay shared.
+ * The sockets of a group's config for `slots` workers, in config order.
+ * In per-worker mode every TCP address gets one socket per slot; unix
+ * sockets have no SO_REUSEPORT, so they stay shared.
  */
-static struct listener **listeners_take(const struct group_conf *gc, size_t *n)
+static struct listener **listeners_take(const struct group_conf *gc,
+					unsigned slots, size_t *n)
 {
 	struct listener **v =
-	    xcalloc(gc->nlisten * gc->workers, sizeof(struct listener *));
+	    xcalloc(gc->nlisten * (slots + 1), sizeof(struct listener *));
 
 	*n = 0;
 	for (size_t i = 0; i < gc->nlisten; i++) {
-		int per_worker = gc->listen_mode == LISTEN_PER_WORKER &&
-				 gc->listen[i].ss.ss_family != AF_UNIX;
-
-		for (unsigned s = 0; s < (per_worker ? gc->workers : 1); s++) {
-			struct listener *l =
-			    listener_get(&gc->listen[i],
-					 per_worker ? (int)s : -1, gc->backlog);
+		for (unsigned s = 0; s < (per_worker(gc, i) ? slots : 1); s++) {
+			struct listener *l = listener_get(
+			    &gc->listen[i], per_worker(gc, i) ? (int)s : -1,
+			    gc->backlog);
 
 			if (l == NULL) {
 				while (*n > 0)
@@ -98,6 +102,41 @@ static void listeners_drop(struct listener **v, size_t n)
 	free(v);
 }
 
+/*
+ * Scaling: take the per-worker sockets of a new slot, or let go of those
+ * of a retired one.  Returns -1 if a socket could not be opened.
+ */
+static int gen_slot_listeners(struct gen *gen, unsigned slot, int take)
+{
+	const struct group_conf *gc = gen->conf;
+	size_t j = 0;
+
+	if (!take) {
+		for (size_t i = 0; i < gen->nlisteners; i++) {
+			if (gen->listeners[i]->slot == (int)slot)
+				listener_put(gen->listeners[i]);
+			else
+				gen->listeners[j++] = gen->listeners[i];
+		}
+		gen->nlisteners = j;
+		return 0;
+	}
+	for (size_t i = 0; i < gc->nlisten; i++) {
+		struct listener *l;
+
+		if (!per_worker(gc, i))
+			continue;
+		l = listener_get(&gc->listen[i], (int)slot, gc->backlog);
+		if (l == NULL)
+			return -1;
+		gen->listeners =
+		    xrealloc(gen->listeners,
+			     (gen->nlisteners + 1) * sizeof(*gen->listeners));
+		gen->listeners[gen->nlisteners++] = l;
+	}
+	return 0;
+}
+
 size_t gen_fds(const struct gen *gen, unsigned slot, int *fds, size_t max)
 {
 	size_t n = 0;
@@ -113,6 +152,18 @@ size_t gen_fds(const struct gen *gen, unsigned slot, int *fds, size_t max)
 
 /* ---- generations --------------------------------------------------------- */
 
+static void slot_new(struct gen *gen)
+{
+	struct slot *s = xcalloc(1, sizeof(*s));
+
+	s->gen = gen;
+	s->index = gen->nslots;
+	timer_init(&s->restart, slot_timer, s);
+	gen->slots =
+	    xrealloc(gen->slots, (gen->nslots + 1) * sizeof(*gen->slots));
+	gen->slots[gen->nslots++] = s;
+}
+
 static struct gen *gen_new(struct wgroup *g, struct config *c,
 			   const struct group_conf *gc, enum trigger t)
 {
@@ -126,15 +177,9 @@ static struct gen *gen_new(struct wgroup *g, struct config *c,
 	config_ref(c);
 	gen->conf = gc;
 	binary_init(&gen->bin);
-	gen->nslots = gc->workers;
-	gen->slots = xcalloc(gen->nslots, sizeof(*gen->slots));
-	for (unsigned i = 0; i < gen->nslots; i++) {
-		struct slot *s = &gen->slots[i];
-
-		s->gen = gen;
-		s->index = i;
-		timer_init(&s->restart, slot_timer, s);
-	}
+	gen->want = g->workers;
+	for (unsigned i = 0; i < gen->want; i++)
+		slot_new(gen);
 	gen->next = g->gens;
 	g->gens = gen;
 	return gen;
@@ -145,8 +190,10 @@ static void group_free(struct wgroup *g);
 /* Free a generation already unlinked from its group. */
 static void gen_destroy(struct gen *gen)
 {
-	for (unsigned i = 0; i < gen->nslots; i++)
-		timer_cancel(&gen->slots[i].restart);
+	for (unsigned i = 0; i < gen->nslots; i++) {
+		timer_cancel(&gen->slots[i]->restart);
+		free(gen->slots[i]);
+	}
 	free(gen->slots);
 	listeners_drop(gen->listeners, gen->nlisteners);
 	binary_close(&gen->bin);
@@ -175,7 +222,7 @@ static void gen_stop(struct gen *gen, enum gen_state state)
 {
 	gen->state = state;
 	for (unsigned i = 0; i < gen->nslots; i++) {
-		struct slot *s = &gen->slots[i];
+		struct slot *s = gen->slots[i];
 
 		timer_cancel(&s->restart);
 		if (s->worker != NULL)
@@ -187,9 +234,9 @@ static unsigned gen_ready_count(const struct gen *gen)
 {
 	unsigned n = 0;
 
-	for (unsigned i = 0; i < gen->nslots; i++)
-		if (gen->slots[i].worker != NULL &&
-		    gen->slots[i].worker->state == W_READY)
+	for (unsigned i = 0; i < gen->want; i++)
+		if (gen->slots[i]->worker != NULL &&
+		    gen->slots[i]->worker->state == W_READY)
 			n++;
 	return n;
 }
@@ -221,6 +268,7 @@ static void gen_abort(struct gen *gen, const char *fmt, ...)
 	if (g->next_gen == gen)
 		g->next_gen = NULL;
 	gen_stop(gen, G_ABORTED);
+	supervisor_rollover_event(g);
 	gen_release(gen);
 }
 
@@ -238,8 +286,8 @@ static void gen_promote(struct gen *gen)
 	g->next_gen = NULL;
 	g->current = gen;
 	if (old != NULL) {
-		for (unsigned i = 0; i < old->nslots; i++)
-			nold += old->slots[i].worker != NULL;
+		for (struct worker *w = worker_first(); w != NULL; w = w->next)
+			nold += w->gen == old && w->state != W_STOPPING;
 		gen_stop(old, G_DRAINING);
 	}
 	record(g, gen, "ok");
@@ -248,6 +296,7 @@ static void gen_promote(struct gen *gen)
 		 g->name, gen->number, (unsigned long long)g->last.duration_ms,
 		 trigger_name(gen->trigger), nold, nold == 1 ? "" : "s",
 		 old != NULL ? old->number : 0);
+	supervisor_rollover_event(g);
 	if (old != NULL)
 		gen_release(old);
 }
@@ -315,8 +364,8 @@ static void slot_timer(void *arg)
 }
 
 /*
- * Start the slots of a new generation that are not started yet, keeping
- * at most rollout_batch of them starting at once.
+ * Start the slots that are not started yet, keeping at most rollout_batch
+ * of a new generation's starting at once.
  */
 static void gen_launch(struct gen *gen)
 {
@@ -324,16 +373,16 @@ static void gen_launch(struct gen *gen)
 	unsigned starting = 0;
 
 	if (gen->state != G_STARTING || limit == 0)
-		limit = gen->nslots;
-	for (unsigned i = 0; i < gen->nslots; i++) {
-		struct slot *s = &gen->slots[i];
+		limit = gen->want;
+	for (unsigned i = 0; i < gen->want; i++) {
+		struct slot *s = gen->slots[i];
 
 		if ((s->worker != NULL && s->worker->state == W_STARTING) ||
 		    timer_armed(&s->restart))
 			starting++;
 	}
-	for (unsigned i = 0; i < gen->nslots && starting < limit; i++) {
-		struct slot *s = &gen->slots[i];
+	for (unsigned i = 0; i < gen->want && starting < limit; i++) {
+		struct slot *s = gen->slots[i];
 
 		if (s->launched)
 			continue;
@@ -351,17 +400,18 @@ void gen_worker_ready(struct worker *w)
 	struct wgroup *g = gen->group;
 
 	if (gen->state == G_STARTING) {
-		if (gen_ready_count(gen) == gen->nslots)
+		if (gen_ready_count(gen) == gen->want)
 			gen_promote(gen);
 		else
 			gen_launch(gen);
 	} else if (gen->state == G_SERVING &&
 		   g->last.generation == gen->number &&
 		   strcmp(g->last.result, "running") == 0 &&
-		   gen_ready_count(gen) == gen->nslots) {
+		   gen_ready_count(gen) == gen->want) {
 		record(g, gen, "ok");
 		log_info("%s: generation %u ready after %llu ms", g->name,
 			 gen->number, (unsigned long long)g->last.duration_ms);
+		supervisor_rollover_event(g);
 	}
 }
 
@@ -377,17 +427,21 @@ void gen_worker_not_ready(struct worker *w)
 void gen_worker_exited(struct worker *w, int status)
 {
 	struct gen *gen = w->gen;
-	struct slot *s = &gen->slots[w->slot];
+	struct slot *s = gen->slots[w->slot];
 	uint64_t ran = now_ms() - w->started_ms;
 	char how[96];
 	uint64_t delay;
 
 	wait_status_str(status, how, sizeof(how));
-	if (s->worker == w)
-		s->worker = NULL;
 	gen->nlive--;
+	/*
+	 * An expected exit: the supervisor or the generation is stopping, or
+	 * the slot was retired by a scale-down or holds another worker now.
+	 */
 	if (stopping || gen->state == G_DRAINING || gen->state == G_ABORTED ||
-	    (w->stop_requested && gen->state == G_STARTING)) {
+	    s->worker != w || w->slot >= gen->want) {
+		if (s->worker == w)
+			s->worker = NULL;
 		log_info("%s: worker %d (slot %u, generation %u) %s after "
 			 "%llu ms",
 			 gen->group->name, (int)w->pid, w->slot, gen->number,
@@ -396,6 +450,7 @@ void gen_worker_exited(struct worker *w, int status)
 		supervisor_check_stopped();
 		return;
 	}
+	s->worker = NULL;
 	if (gen->state == G_STARTING) {
 		gen_abort(gen, "worker %u %s %s ready", w->slot, how,
 			  w->ready_ms != 0 ? "after it was" : "before");
@@ -426,9 +481,10 @@ static void group_first_gen(struct wgroup *g, struct config *c, enum trigger t)
 	else
 		g->last_fp = gen->bin;
 	g->last_fp.fd = -1;
-	gen->listeners = listeners_take(g->conf, &gen->nlisteners);
+	gen->listeners = listeners_take(g->conf, gen->want, &gen->nlisteners);
 	log_info("%s: starting generation %u with %u worker%s", g->name,
-		 gen->number, gen->nslots, gen->nslots == 1 ? "" : "s");
+		 gen->number, gen->want, gen->want == 1 ? "" : "s");
+	supervisor_rollover_event(g);
 	gen_launch(gen);
 }
 
@@ -461,15 +517,70 @@ void group_rollover(struct wgroup *g, enum trigger t, const struct binary *bin)
 		return;
 	}
 	g->next_gen = gen;
+	supervisor_rollover_event(g);
 	gen->bin = b;
 	g->last_fp = b;
 	g->last_fp.fd = -1;
-	gen->listeners = listeners_take(g->conf, &gen->nlisteners);
+	gen->listeners = listeners_take(g->conf, gen->want, &gen->nlisteners);
 	if (gen->listeners == NULL && g->conf->nlisten > 0) {
 		gen_abort(gen, "cannot open its listeners");
 		return;
 	}
 	gen_launch(gen);
+}
+
+/* ---- scaling ------------------------------------------------------------- */
+
+/*
+ * Change the number of workers of g's serving generation.  New slots
+ * start at once; retired ones are stopped gracefully, and in per-worker
+ * mode their sockets closed.  The count holds for later rollovers, until
+ * a reload sets it from the config again.
+ */
+int group_scale(struct wgroup *g, unsigned n, char *err, size_t errlen)
+{
+	struct gen *gen = g->current;
+	unsigned old = gen->want;
+	int failed = 0;
+
+	if (g->next_gen != NULL) {
+		snprintf(err, errlen, "%s: a rollover is in progress", g->name);
+		return -1;
+	}
+	if (n < 1 || n > GROUP_MAX_WORKERS) {
+		snprintf(err, errlen, "%s: %u workers: must be 1 to %d",
+			 g->name, n, GROUP_MAX_WORKERS);
+		return -1;
+	}
+	for (unsigned i = old; i < n; i++) {
+		if (i >= gen->nslots)
+			slot_new(gen);
+		if (gen_slot_listeners(gen, i, 1) == -1) {
+			snprintf(err, errlen,
+				 "%s: cannot open the sockets of "
+				 "slot %u",
+				 g->name, i);
+			failed = 1;
+			n = i;
+			break;
+		}
+		gen->slots[i]->launched = 0;
+		gen->slots[i]->backoff_ms = 0;
+	}
+	for (unsigned i = n; i < old; i++) {
+		struct slot *s = gen->slots[i];
+
+		timer_cancel(&s->restart);
+		if (s->worker != NULL)
+			worker_stop(s->worker);
+		gen_slot_listeners(gen, i, 0);
+	}
+	gen->want = n;
+	g->workers = n;
+	log_info("%s: scaled from %u to %u worker%s", g->name, old, n,
+		 n == 1 ? "" : "s");
+	gen_launch(gen);
+	return failed ? -1 : 0;
 }
 
 /* ---- groups and configs ------------------------------------------------- */
@@ -491,6 +602,7 @@ static void group_free(struct wgroup *g)
 	if (*pp == g)
 		*pp = g->next;
 	watch_forget(g);
+	control_forget(g);
 	if (!stopping)
 		log_info("%s: removed", g->name);
 	free(g->name);
@@ -524,6 +636,7 @@ static void group_add(struct config *c, const struct group_conf *gc,
 	g->name = xstrdup(gc->name);
 	g->config = c;
 	g->conf = gc;
+	g->workers = gc->workers;
 	for (tail = &groups; *tail != NULL; tail = &(*tail)->next)
 		;
 	*tail = g;
@@ -539,7 +652,8 @@ int group_apply_config(struct config *c, enum trigger t)
 
 	/* Open every new listener first, so that a failure changes nothing. */
 	for (size_t i = 0; i < c->ngroups && ok; i++) {
-		held[i] = listeners_take(&c->groups[i], &nheld[i]);
+		held[i] = listeners_take(&c->groups[i], c->groups[i].workers,
+					 &nheld[i]);
 		ok = held[i] != NULL || c->groups[i].nlisten == 0;
 	}
 	if (ok) {
@@ -556,6 +670,7 @@ int group_apply_config(struct config *c, enum trigger t)
 			if (g != NULL) {
 				g->config = c;
 				g->conf = gc;
+				g->workers = gc->workers;
 				group_rollover(g, t, NULL);
 				continue;
 			}
@@ -576,7 +691,7 @@ void group_stop_all(int immediately)
 	for (struct wgroup *g = groups; g != NULL; g = g->next)
 		for (struct gen *gen = g->gens; gen != NULL; gen = gen->next)
 			for (unsigned i = 0; i < gen->nslots; i++)
-				timer_cancel(&gen->slots[i].restart);
+				timer_cancel(&gen->slots[i]->restart);
 	for (struct worker *w = worker_first(); w != NULL; w = w->next) {
 		if (immediately)
 			worker_kill(w);

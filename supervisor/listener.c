@@ -22,6 +22,7 @@
 #include "rollover.h"
 
 static struct listener *listeners;
+static int activated_fds; /* LISTEN_FDS given to us */
 
 static int is_unix_path(const struct addr *a)
 {
@@ -199,4 +200,113 @@ void listener_put(struct listener *l)
 			  l->addr.text);
 	close(l->fd);
 	free(l);
+}
+
+/* ---- socket activation ----------------------------------------------------- */
+
+/*
+ * Sockets handed to us by a service manager (LISTEN_FDS, at 3, 4, ...):
+ * made close-on-exec at once, and the variables unset, since they were
+ * meant for us and not for the workers.
+ */
+void listener_take_activated(void)
+{
+	const char *pid = getenv("LISTEN_PID");
+	const char *fds = getenv("LISTEN_FDS");
+
+	if (pid != NULL && fds != NULL && atol(pid) == (long)getpid()) {
+		activated_fds = atoi(fds);
+		if (activated_fds < 0 || activated_fds > SPAWN_MAX_FDS)
+			activated_fds = 0;
+		for (int fd = 3; fd < 3 + activated_fds; fd++)
+			(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	}
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+}
+
+static int sockaddr_is(const struct sockaddr_storage *ss, socklen_t len,
+		       const struct addr *a)
+{
+	if (ss->ss_family != a->ss.ss_family)
+		return 0;
+	switch (ss->ss_family) {
+	case AF_INET: {
+		const struct sockaddr_in *x = (const struct sockaddr_in *)ss;
+		const struct sockaddr_in *y =
+		    (const struct sockaddr_in *)&a->ss;
+
+		return x->sin_port == y->sin_port &&
+		       x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	case AF_INET6: {
+		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)ss;
+		const struct sockaddr_in6 *y =
+		    (const struct sockaddr_in6 *)&a->ss;
+
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr,
+			      sizeof(x->sin6_addr)) == 0;
+	}
+	case AF_UNIX:
+		return len == a->len && memcmp(ss, &a->ss, (size_t)len) == 0;
+	}
+	return 0;
+}
+
+/* The configured address an activated socket is bound to, if any. */
+static const struct addr *activated_match(int fd, const struct config *c,
+					  int *slot)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+		return NULL;
+	for (size_t i = 0; i < c->ngroups; i++) {
+		const struct group_conf *gc = &c->groups[i];
+
+		for (size_t j = 0; j < gc->nlisten; j++) {
+			if (!sockaddr_is(&ss, len, &gc->listen[j]))
+				continue;
+			*slot = gc->listen_mode == LISTEN_PER_WORKER &&
+					gc->listen[j].ss.ss_family != AF_UNIX
+				    ? 0
+				    : -1;
+			return &gc->listen[j];
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Use the activated sockets for the addresses they are bound to, instead
+ * of binding our own; they are held for our whole life (an extra
+ * reference never dropped).  One that matches no address is closed.
+ */
+void listener_adopt(const struct config *c)
+{
+	for (int fd = 3; fd < 3 + activated_fds; fd++) {
+		const struct addr *a;
+		struct listener *l;
+		int slot = -1;
+
+		if ((a = activated_match(fd, c, &slot)) == NULL) {
+			log_warnx("fd %d from the service manager matches no "
+				  "listen address; closing it",
+				  fd);
+			close(fd);
+			continue;
+		}
+		l = xcalloc(1, sizeof(*l));
+		l->addr = *a;
+		l->slot = slot;
+		l->fd = fd;
+		l->refs = 1;
+		l->next = listeners;
+		listeners = l;
+		log_info("listening on %s (from the service manager)", a->text);
+	}
+	activated_fds = 0;
 }

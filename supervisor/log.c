@@ -7,6 +7,7 @@
  * prefix instead of a timestamp, since journald stamps them itself.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 
 static enum log_level log_max = LOG_INFO;
 static int log_journal;
+static int log_fd = STDERR_FILENO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const char *const level_words[] = {"error: ", "warning: ", "",
@@ -48,6 +50,29 @@ void log_init(enum log_level level)
 void log_set_level(enum log_level level)
 {
 	log_max = level;
+}
+
+/*
+ * Log to path (appending), or to stderr if path is NULL.  On SIGUSR1 the
+ * file is opened again, for log rotation; if that fails the old one is
+ * kept.  Workers keep the supervisor's stderr either way.
+ */
+void log_reopen(const char *path)
+{
+	int fd = STDERR_FILENO;
+
+	if (path != NULL) {
+		fd =
+		    open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd == -1) {
+			log_warn("log_file %s", path);
+			return;
+		}
+	}
+	if (log_fd != STDERR_FILENO)
+		close(log_fd);
+	log_fd = fd;
+	log_journal = path == NULL && stderr_is_journal();
 }
 
 int log_level_parse(const char *name, enum log_level *level)
@@ -102,7 +127,7 @@ static void vlog(enum log_level level, int with_errno, const char *fmt,
 	if (n >= room)
 		n = room - 1;
 	line[n++] = '\n';
-	(void)!write(STDERR_FILENO, line, n);
+	(void)!write(log_fd, line, n);
 	errno = saved;
 }
 

@@ -62,6 +62,14 @@ void loop_add(int fd, uint32_t events, loop_fn *fn, void *arg)
 		fatal(1, "epoll_ctl add fd %d", fd);
 }
 
+void loop_mod(int fd, uint32_t events)
+{
+	struct epoll_event ev = {.events = events, .data.fd = fd};
+
+	if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) == -1)
+		log_warn("epoll_ctl mod fd %d", fd);
+}
+
 void loop_del(int fd)
 {
 	if (fd < 0 || (size_t)fd >= nhandlers || handlers[fd].fn == NULL)

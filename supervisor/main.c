@@ -77,21 +77,74 @@ static void reap(void)
 			log_debug("reaped process %d", (int)pid);
 }
 
-static void begin_stop(int sig, int immediately)
+void supervisor_stop(int immediately, const char *why)
 {
 	if (stopping && !immediately) {
-		log_info("SIG%s: already stopping", signal_name(sig));
+		log_info("%s: already stopping", why);
 		return;
 	}
-	log_info("SIG%s: stopping %s", signal_name(sig),
-		 immediately ? "now" : "gracefully");
+	log_info("%s: stopping %s", why, immediately ? "now" : "gracefully");
+	if (!stopping)
+		sdnotify_stopping();
 	stopping = 1;
 	group_stop_all(immediately);
+}
+
+const char *supervisor_config_path(void)
+{
+	return config->path;
+}
+
+void supervisor_rollover_event(struct wgroup *g)
+{
+	control_rollover_done(g);
+	sdnotify_changed();
 }
 
 static int strings_differ(const char *a, const char *b)
 {
 	return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+/*
+ * Read the config again.  If it is bad, or one of its new listeners
+ * cannot be opened, nothing changes; otherwise it replaces the running
+ * one and every group rolls over.
+ */
+int supervisor_reload(enum trigger t, void (*report)(const char *line))
+{
+	struct config *c;
+
+	if (stopping)
+		return -1;
+	log_info("%s: reloading %s", t == TRIGGER_SIGNAL ? "SIGHUP" : "control",
+		 config->path);
+	c = config_load(config->path, report);
+	if (c == NULL) {
+		log_errorx("%s: not reloaded; still running the previous "
+			   "configuration",
+			   config->path);
+		return -1;
+	}
+	config_ref(c);
+	log_set_level(c->log_level);
+	if (group_apply_config(c, t) == -1) {
+		log_errorx("%s: not reloaded; still running the previous "
+			   "configuration",
+			   config->path);
+		log_set_level(config->log_level);
+		config_unref(c);
+		return -1;
+	}
+	if (strings_differ(c->pid_file, config->pid_file))
+		log_warnx("pid_file: a change takes effect at the next start");
+	if (strings_differ(c->log_file, config->log_file))
+		log_reopen(c->log_file);
+	control_reconfigure(c);
+	config_unref(config);
+	config = c;
+	watch_update();
+	return 0;
 }
 
 /* Errors of a config read on SIGHUP go to the log, one line each. */
@@ -100,42 +153,18 @@ static void report_reload_error(const char *line)
 	log_errorx("%s", line);
 }
 
-/*
- * SIGHUP: read the config again.  If it is bad, or one of its new
- * listeners cannot be opened, nothing changes; otherwise it replaces the
- * running one and every group rolls over.
- */
-static void reload(void)
+/* TTIN and TTOU: one worker more or fewer in every group. */
+static void scale_all(int delta)
 {
-	struct config *c;
+	for (struct wgroup *g = groups; g != NULL; g = g->next) {
+		char err[256];
 
-	if (stopping) {
-		log_info("SIGHUP: stopping; not reloading");
-		return;
+		if (g->removed || (delta < 0 && g->workers <= 1))
+			continue;
+		if (group_scale(g, g->workers + (unsigned)delta, err,
+				sizeof(err)) == -1)
+			log_warnx("%s", err);
 	}
-	log_info("SIGHUP: reloading %s", config->path);
-	c = config_load(config->path, report_reload_error);
-	if (c == NULL) {
-		log_errorx("%s: not reloaded; still running the previous "
-			   "configuration",
-			   config->path);
-		return;
-	}
-	config_ref(c);
-	log_set_level(c->log_level);
-	if (group_apply_config(c, TRIGGER_SIGNAL) == -1) {
-		log_errorx("%s: not reloaded; still running the previous "
-			   "configuration",
-			   config->path);
-		log_set_level(config->log_level);
-		config_unref(c);
-		return;
-	}
-	if (strings_differ(c->pid_file, config->pid_file))
-		log_warnx("pid_file: a change takes effect at the next start");
-	config_unref(config);
-	config = c;
-	watch_update();
 }
 
 static void on_signal(int fd, uint32_t events, void *arg)
@@ -146,20 +175,36 @@ static void on_signal(int fd, uint32_t events, void *arg)
 	(void)arg;
 	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		int sig = (int)si.ssi_signo;
+		char name[16];
 
+		snprintf(name, sizeof(name), "SIG%s", signal_name(sig));
 		switch (sig) {
 		case SIGCHLD:
 			reap();
 			break;
 		case SIGTERM:
 		case SIGINT:
-			begin_stop(sig, 0);
+			supervisor_stop(0, name);
 			break;
 		case SIGQUIT:
-			begin_stop(sig, 1);
+			supervisor_stop(1, name);
 			break;
 		case SIGHUP:
-			reload();
+			if (stopping)
+				log_info("SIGHUP: stopping; not reloading");
+			else
+				(void)supervisor_reload(TRIGGER_SIGNAL,
+							report_reload_error);
+			break;
+		case SIGTTIN:
+			scale_all(1);
+			break;
+		case SIGTTOU:
+			scale_all(-1);
+			break;
+		case SIGUSR1:
+			log_info("SIGUSR1: reopening the log");
+			log_reopen(config->log_file);
 			break;
 		default:
 			log_warnx("SIG%s: not supported yet; ignored",
@@ -193,6 +238,7 @@ static void signals_init(void)
 
 static void cleanup(void)
 {
+	control_close();
 	group_free_all();
 	pidfile_release();
 	config_unref(config);
@@ -226,8 +272,11 @@ int main(int argc, char **argv)
 
 	ensure_std_fds();
 	log_init(LOG_INFO);
-	if (!test)
+	if (!test) {
+		listener_take_activated();
+		sdnotify_init();
 		watch_init();
+	}
 	config = config_load(path, report_config_error);
 	if (config == NULL)
 		return EXIT_CONFIG;
@@ -238,17 +287,20 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(config->log_level);
+	log_reopen(config->log_file);
 
 	devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull_fd == -1)
 		fatal(1, "/dev/null");
-	if (config->pid_file != NULL)
-		pidfile_acquire(config->pid_file);
 	loop_init();
 	signals_init();
+	if (config->pid_file != NULL)
+		pidfile_acquire(config->pid_file);
+	control_init(config);
 	notify_path = notify_init();
 	log_info("rollover %s running as pid %d with %s", ROLLOVER_VERSION,
 		 (int)getpid(), path);
+	listener_adopt(config);
 	if (group_apply_config(config, TRIGGER_START) == -1) {
 		cleanup();
 		return 1;

@@ -26,6 +26,7 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 void log_init(enum log_level level);
 void log_set_level(enum log_level level);
+void log_reopen(const char *path);
 int log_level_parse(const char *name, enum log_level *level);
 /* The _x variants do not append strerror(errno); the others do. */
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -47,7 +48,9 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-uint64_t now_ms(void);		    /* CLOCK_MONOTONIC */
+uint64_t now_ms(void); /* CLOCK_MONOTONIC */
+/* Where the control socket is when the config does not say (malloc'd). */
+char *control_default_path(void);
 const char *signal_name(int sig);   /* "TERM"; "SIG42" for unknown ones */
 int signal_parse(const char *name); /* "TERM", "SIGTERM", "term"; -1 */
 /* "exited with status 1" / "killed by signal 9 (KILL)" into buf. */
@@ -116,10 +119,13 @@ struct group_conf {
 };
 
 struct config {
-	unsigned refs;	/* config_ref()/config_unref(), in group.c */
-	char *path;	/* as given on the command line */
-	char *control;	/* NULL: the default place */
-	char *pid_file; /* NULL: none */
+	unsigned refs;	     /* config_ref()/config_unref(), in group.c */
+	char *path;	     /* as given on the command line */
+	char *control;	     /* always set: the default place if not given */
+	mode_t control_mode; /* 0600 unless control_mode widens it */
+	gid_t control_gid;   /* (gid_t)-1 unless control_group is set */
+	char *pid_file;	     /* NULL: none */
+	char *log_file;	     /* NULL: stderr */
 	enum log_level log_level;
 	struct group_conf *groups;
 	size_t ngroups;
@@ -148,6 +154,7 @@ struct timer {
 
 void loop_init(void);
 void loop_add(int fd, uint32_t events, loop_fn *fn, void *arg);
+void loop_mod(int fd, uint32_t events);
 void loop_del(int fd);
 int loop_run(void); /* returns the status given to loop_exit() */
 void loop_exit(int status);
@@ -222,6 +229,9 @@ struct listener {
  */
 struct listener *listener_get(const struct addr *a, int slot, int backlog);
 void listener_put(struct listener *l);
+/* Socket activation: take LISTEN_FDS early, adopt them once c is read. */
+void listener_take_activated(void);
+void listener_adopt(const struct config *c);
 
 /* ---- notify.c --------------------------------------------------------- */
 
@@ -316,8 +326,9 @@ struct gen {
 	struct binary bin; /* pinned */
 	struct listener **listeners;
 	size_t nlisteners;
-	struct slot *slots;
+	struct slot **slots; /* never shrinks: timers point into slots */
 	unsigned nslots;
+	unsigned want;	/* slots in use; the others are retired */
 	unsigned nlive; /* workers alive */
 };
 
@@ -340,6 +351,7 @@ struct wgroup {
 	struct gen *current;	       /* SERVING */
 	struct gen *next_gen;	       /* STARTING, at most one */
 	unsigned last_gen;
+	unsigned workers;      /* the count new generations get */
 	struct binary last_fp; /* fingerprint of the newest attempt (no fd) */
 	struct rollover_record last;
 	int removed;	     /* gone from the config; freed once drained */
@@ -360,6 +372,9 @@ int group_apply_config(struct config *c, enum trigger t);
 /* Roll g over; bin is a validated binary to pin, or NULL to check now. */
 void group_rollover(struct wgroup *g, enum trigger t, const struct binary *bin);
 struct wgroup *group_find(const char *name);
+#define GROUP_MAX_WORKERS 1024
+/* 0, or -1 with err set; refused while a rollover is in flight. */
+int group_scale(struct wgroup *g, unsigned n, char *err, size_t errlen);
 void group_stop_all(int immediately);
 size_t gen_fds(const struct gen *gen, unsigned slot, int *fds, size_t max);
 void gen_worker_ready(struct worker *w);
@@ -375,6 +390,24 @@ void watch_init(void);
 void watch_update(void);
 void watch_forget(struct wgroup *g);
 
+/* ---- control.c -------------------------------------------------------- */
+
+/* Bind the control socket; exits with a clear line if another has it. */
+void control_init(const struct config *c);
+void control_reconfigure(const struct config *c);
+/* g's newest rollover has ended: answer the clients waiting for it. */
+void control_rollover_done(struct wgroup *g);
+/* g is being freed: clients still waiting on it are told it is gone. */
+void control_forget(struct wgroup *g);
+void control_close(void);
+
+/* ---- sdnotify.c ------------------------------------------------------- */
+
+void sdnotify_init(void);
+/* Some rollover began or ended: READY/RELOADING/STATUS as they now are. */
+void sdnotify_changed(void);
+void sdnotify_stopping(void);
+
 /* ---- pidfile.c -------------------------------------------------------- */
 
 /* Lock and write the pid file; exits with a clear line if it is held. */
@@ -387,5 +420,11 @@ extern const char *notify_path; /* NOTIFY_SOCKET value for workers */
 extern int devnull_fd;
 extern int stopping; /* a stop was requested */
 void supervisor_check_stopped(void);
+void supervisor_stop(int immediately, const char *why);
+/* Re-read the config and apply it; -1 (errors to report) if it is bad. */
+int supervisor_reload(enum trigger t, void (*report)(const char *line));
+const char *supervisor_config_path(void);
+/* From group.c: a rollover began or ended. */
+void supervisor_rollover_event(struct wgroup *g);
 
 #endif

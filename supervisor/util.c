@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rollover.h"
 
@@ -128,4 +129,23 @@ const char *wait_status_str(int status, char *buf, size_t len)
 	else
 		snprintf(buf, len, "changed state (0x%x)", (unsigned)status);
 	return buf;
+}
+
+/*
+ * $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=; the first of several),
+ * then /run/rollover as root, then $XDG_RUNTIME_DIR, then /tmp.
+ */
+char *control_default_path(void)
+{
+	const char *rd = getenv("RUNTIME_DIRECTORY");
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+
+	if (rd != NULL && *rd == '/')
+		return xasprintf("%.*s/rollover.sock", (int)strcspn(rd, ":"),
+				 rd);
+	if (geteuid() == 0)
+		return xstrdup("/run/rollover/rollover.sock");
+	if (xdg != NULL && *xdg == '/')
+		return xasprintf("%s/rollover.sock", xdg);
+	return xasprintf("/tmp/rollover-%u.sock", (unsigned)geteuid());
 }

@@ -92,6 +92,9 @@ def group_conf(**kw):
 
 
 def write_conf(path, groups, **top):
+    """A config file at path; its control socket goes beside it unless
+    given, so that tests never share the default one."""
+    top.setdefault("control", os.path.join(os.path.dirname(path), "control.sock"))
     text = ""
     for k, v in top.items():
         text += "%s = %s;\n" % (k, conf_str(v) if isinstance(v, str) else v)

@@ -230,15 +230,32 @@ def test_second_instance_refused_by_pid_file(supervisor, tmp_path):
     assert not os.path.exists(pidfile)
 
 
-def test_second_instance_refused_by_port(supervisor, tmp_path):
+def test_second_instance_refused_by_control_socket(supervisor, tmp_path):
     port = free_port()
     g = [group_conf(name="web", command=HELLO, listen=["127.0.0.1:%d" % port])]
     s = supervisor(g)
     s.wait_ready(1)
     r = subprocess.run([ROLLOVER, "-c", s.conf], capture_output=True, timeout=10)
     assert r.returncode == 1
+    assert r.stderr.decode().strip() == "rollover: %s: another instance is running" % (
+        tmp_path / "control.sock")
+    assert http_get(port, "/")[0] == 200
+
+
+def test_second_instance_refused_by_port(supervisor, tmp_path):
+    """Another config (its own control socket) on the same address."""
+    port = free_port()
+    g = [group_conf(name="web", command=HELLO, listen=["127.0.0.1:%d" % port])]
+    s = supervisor(g)
+    s.wait_ready(1)
+    other = tmp_path / "other"
+    other.mkdir()
+    conf2 = write_conf(str(other / "r.conf"), g)
+    r = subprocess.run([ROLLOVER, "-c", conf2], capture_output=True, timeout=10)
+    assert r.returncode == 1
     assert "127.0.0.1:%d: Address already in use" % port in r.stderr.decode()
     assert http_get(port, "/")[0] == 200
+    assert not (other / "control.sock").exists()
 
 
 def test_bind_error_names_address(tmp_path):

@@ -318,8 +318,16 @@ static void test_defaults(void **state)
 	c = load("main.cfg");
 	expect(NULL);
 	assert_non_null(c);
-	assert_null(c->control);
+	{
+		char *want = control_default_path();
+
+		assert_string_equal(c->control, want);
+		free(want);
+	}
+	assert_int_equal(c->control_mode, 0600);
+	assert_int_equal(c->control_gid, (gid_t)-1);
 	assert_null(c->pid_file);
+	assert_null(c->log_file);
 	assert_int_equal(c->log_level, LOG_INFO);
 	g = config_group(c, "web");
 	assert_non_null(g);

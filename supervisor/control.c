@@ -1,0 +1,694 @@
+/*
+ * control.c - the control socket that rolloverctl(8) talks to.
+ *
+ * A Unix stream socket, mode 0600 (or control_mode, group control_group),
+ * and every peer is checked again with SO_PEERCRED: root, our own uid, or
+ * a member of control_group.  The protocol is one request line of at most
+ * CONTROL_LINE_MAX bytes, answered by data lines and one final line, "ok"
+ * or "error: why", after which the daemon closes the connection; it is
+ * documented in rolloverctl(8).  A client that sends too much, too slowly
+ * or garbage gets an error and is dropped; nothing it does reaches the
+ * rest of the daemon beyond the command it asked for.
+ *
+ * `reload` answers only when the rollovers it started have ended: each
+ * client keeps the (group, generation) pairs it waits for, and
+ * control_rollover_done() is told whenever a group's rollover ends.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "rollover.h"
+
+#define CONTROL_LINE_MAX    1024
+#define CONTROL_CLIENTS_MAX 64
+#define CONTROL_TIMEOUT_MS  5000      /* to send a whole request */
+#define CONTROL_OUT_MAX	    (4 << 20) /* a client that does not read */
+
+struct wait {
+	struct wgroup *g;
+	unsigned generation;
+	int done;
+};
+
+struct client {
+	struct client *next;
+	int fd;
+	char in[CONTROL_LINE_MAX];
+	size_t inlen;
+	int have_request;
+	char *out;
+	size_t outlen, outsent;
+	int final; /* the final line is queued: close once sent */
+	struct timer timeout;
+	struct wait *waits;
+	size_t nwaits;
+	unsigned failed;
+};
+
+static int control_fd = -1;
+static char *control_path;
+static dev_t control_dev;
+static ino_t control_ino;
+static mode_t control_mode;
+static gid_t control_gid;
+static struct client *clients;
+static unsigned nclients;
+static uint64_t started_ms;
+
+static void client_free(struct client *c);
+
+/* ---- output ------------------------------------------------------------ */
+
+static void client_flush(struct client *c)
+{
+	while (c->outsent < c->outlen) {
+		ssize_t n = send(c->fd, c->out + c->outsent,
+				 c->outlen - c->outsent, MSG_NOSIGNAL);
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN) {
+			loop_mod(c->fd, EPOLLIN | EPOLLOUT);
+			return;
+		}
+		if (n == -1) {
+			client_free(c); /* the client went away */
+			return;
+		}
+		c->outsent += (size_t)n;
+	}
+	c->outsent = c->outlen = 0;
+	if (c->final)
+		client_free(c);
+	else
+		loop_mod(c->fd, EPOLLIN);
+}
+
+static void client_vsend(struct client *c, const char *fmt, va_list ap)
+{
+	char *line;
+	int n = vasprintf(&line, fmt, ap);
+
+	if (n < 0)
+		fatalx(1, "out of memory");
+	if (c->outlen + (size_t)n + 1 > CONTROL_OUT_MAX) {
+		free(line);
+		c->final = 1; /* it does not read: give up on it */
+		return;
+	}
+	c->out = xrealloc(c->out, c->outlen + (size_t)n + 1);
+	memcpy(c->out + c->outlen, line, (size_t)n);
+	c->out[c->outlen + (size_t)n] = '\n';
+	c->outlen += (size_t)n + 1;
+	free(line);
+}
+
+/* A data line. */
+static void client_line(struct client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void client_line(struct client *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	client_vsend(c, fmt, ap);
+	va_end(ap);
+}
+
+/* The final line: "ok", or "error: ..." ; the connection then closes. */
+static void client_end(struct client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void client_end(struct client *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	client_vsend(c, fmt, ap);
+	va_end(ap);
+	c->final = 1;
+	client_flush(c);
+}
+
+/* ---- status as JSON ---------------------------------------------------- */
+
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void buf_add(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			fatalx(1, "vsnprintf");
+		if ((size_t)n < b->cap - b->len)
+			break;
+		b->cap = (b->cap + (size_t)n + 1) * 2;
+		b->p = xrealloc(b->p, b->cap);
+	}
+	b->len += (size_t)n;
+}
+
+static void buf_json_string(struct buf *b, const char *s)
+{
+	buf_add(b, "\"");
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			buf_add(b, "\\%c", ch);
+		else if (ch < 0x20)
+			buf_add(b, "\\u%04x", ch);
+		else
+			buf_add(b, "%c", ch);
+	}
+	buf_add(b, "\"");
+}
+
+static void json_worker(struct buf *b, const struct worker *w, int first)
+{
+	const struct slot *s = w->gen->slots[w->slot];
+
+	buf_add(b,
+		"%s{\"pid\":%d,\"slot\":%u,\"generation\":%u,\"state\":\"%s\","
+		"\"restarts\":%u,\"uptime_ms\":%llu}",
+		first ? "" : ",", (int)w->pid, w->slot, w->gen->number,
+		worker_state_name(w->state), s->restarts,
+		(unsigned long long)(now_ms() - w->started_ms));
+}
+
+static void json_group(struct buf *b, const struct wgroup *g)
+{
+	const struct rollover_record *r = &g->last;
+	int first = 1;
+
+	buf_add(b, "{\"name\":");
+	buf_json_string(b, g->name);
+	buf_add(b, ",\"generation\":%u,\"workers_wanted\":%u,\"workers\":[",
+		g->current != NULL ? g->current->number : 0, g->workers);
+	for (const struct worker *w = worker_first(); w != NULL; w = w->next) {
+		if (w->gen->group != g)
+			continue;
+		json_worker(b, w, first);
+		first = 0;
+	}
+	buf_add(b,
+		"],\"last_rollover\":{\"generation\":%u,\"trigger\":\"%s\","
+		"\"result\":\"%s\",\"reason\":",
+		r->generation, trigger_name(r->trigger),
+		r->result != NULL ? r->result : "running");
+	buf_json_string(b, r->reason);
+	buf_add(b, ",\"duration_ms\":%llu}}",
+		(unsigned long long)r->duration_ms);
+}
+
+static char *status_json(void)
+{
+	struct buf b = {xmalloc(1024), 0, 1024};
+	int first = 1;
+
+	buf_add(&b,
+		"{\"pid\":%d,\"version\":\"%s\",\"uptime_ms\":%llu,"
+		"\"groups\":[",
+		(int)getpid(), ROLLOVER_VERSION,
+		(unsigned long long)(now_ms() - started_ms));
+	for (const struct wgroup *g = groups; g != NULL; g = g->next) {
+		if (g->removed)
+			continue;
+		buf_add(&b, "%s", first ? "" : ",");
+		json_group(&b, g);
+		first = 0;
+	}
+	buf_add(&b, "]}");
+	return b.p;
+}
+
+/* ---- reload and waiting ------------------------------------------------- */
+
+static void wait_add(struct client *c, struct wgroup *g)
+{
+	c->waits = xrealloc(c->waits, (c->nwaits + 1) * sizeof(*c->waits));
+	c->waits[c->nwaits].g = g;
+	c->waits[c->nwaits].generation = g->last_gen;
+	c->waits[c->nwaits].done = 0;
+	c->nwaits++;
+}
+
+/* One line for the end of g's newest rollover, as the log has it. */
+static int wait_report(struct client *c, struct wait *wt)
+{
+	const struct rollover_record *r = &wt->g->last;
+
+	if (r->generation != wt->generation || r->result == NULL ||
+	    strcmp(r->result, "running") == 0)
+		return 0;
+	wt->done = 1;
+	if (strcmp(r->result, "ok") == 0) {
+		client_line(c, "%s: generation %u serving after %llu ms",
+			    wt->g->name, r->generation,
+			    (unsigned long long)r->duration_ms);
+	} else {
+		client_line(c, "%s: generation %u aborted: %s", wt->g->name,
+			    r->generation, r->reason);
+		c->failed++;
+	}
+	return 1;
+}
+
+/* The client's answer, once every rollover it waits for has ended. */
+static void wait_check(struct client *c)
+{
+	size_t pending = 0;
+
+	for (size_t i = 0; i < c->nwaits; i++)
+		if (!c->waits[i].done && !wait_report(c, &c->waits[i]))
+			pending++;
+	if (pending > 0) {
+		client_flush(c);
+		return;
+	}
+	if (c->failed > 0)
+		client_end(c, "error: %u of %zu rollover%s aborted", c->failed,
+			   c->nwaits, c->nwaits == 1 ? "" : "s");
+	else
+		client_end(c, "ok");
+}
+
+void control_rollover_done(struct wgroup *g)
+{
+	struct client *c, *next;
+
+	for (c = clients; c != NULL; c = next) {
+		int waits = 0;
+
+		next = c->next;
+		for (size_t i = 0; i < c->nwaits; i++)
+			waits |= c->waits[i].g == g && !c->waits[i].done;
+		if (waits)
+			wait_check(c);
+	}
+}
+
+void control_forget(struct wgroup *g)
+{
+	struct client *c, *next;
+
+	for (c = clients; c != NULL; c = next) {
+		int waited = 0;
+
+		next = c->next;
+		for (size_t i = 0; i < c->nwaits; i++) {
+			struct wait *wt = &c->waits[i];
+
+			if (wt->g != g || wt->done)
+				continue;
+			wt->done = 1;
+			c->failed++;
+			client_line(c, "%s: the group was removed", g->name);
+			waited = 1;
+		}
+		if (waited)
+			wait_check(c);
+	}
+}
+
+static void config_error_line(const char *line);
+static struct client *reporting; /* the client a config error goes to */
+
+static void config_error_line(const char *line)
+{
+	log_errorx("%s", line);
+	if (reporting != NULL)
+		client_line(reporting, "%s", line);
+}
+
+static void cmd_reload(struct client *c, const char *group, int nowait)
+{
+	struct wgroup *g = NULL;
+
+	if (group != NULL && (g = group_find(group)) == NULL) {
+		client_end(c, "error: no group named '%s'", group);
+		return;
+	}
+	if (stopping) {
+		client_end(c, "error: rollover is stopping");
+		return;
+	}
+	if (g != NULL) {
+		group_rollover(g, TRIGGER_CONTROL, NULL);
+		wait_add(c, g);
+	} else {
+		reporting = c;
+		if (supervisor_reload(TRIGGER_CONTROL, config_error_line) ==
+		    -1) {
+			reporting = NULL;
+			client_end(c, "error: %s: not reloaded",
+				   supervisor_config_path());
+			return;
+		}
+		reporting = NULL;
+		for (struct wgroup *h = groups; h != NULL; h = h->next)
+			if (!h->removed)
+				wait_add(c, h);
+	}
+	if (nowait) {
+		for (size_t i = 0; i < c->nwaits; i++)
+			if (!wait_report(c, &c->waits[i]))
+				client_line(c,
+					    "%s: rollover to generation %u "
+					    "begun",
+					    c->waits[i].g->name,
+					    c->waits[i].generation);
+		if (c->failed > 0)
+			client_end(c, "error: %u of %zu rollover%s aborted",
+				   c->failed, c->nwaits,
+				   c->nwaits == 1 ? "" : "s");
+		else
+			client_end(c, "ok");
+		return;
+	}
+	wait_check(c);
+}
+
+static void cmd_scale(struct client *c, const char *group, const char *count)
+{
+	struct wgroup *g = group_find(group);
+	char err[256] = "";
+	unsigned long n;
+	unsigned old;
+	char *end;
+
+	if (g == NULL) {
+		client_end(c, "error: no group named '%s'", group);
+		return;
+	}
+	errno = 0;
+	n = strtoul(count, &end, 10);
+	if (*count == '\0' || *end != '\0' || errno != 0 || n > UINT_MAX) {
+		client_end(c, "error: '%s' is not a number of workers", count);
+		return;
+	}
+	old = g->workers;
+	if (group_scale(g, (unsigned)n, err, sizeof(err)) == -1) {
+		client_end(c, "error: %s", err);
+		return;
+	}
+	client_line(c, "%s: %u -> %lu workers", g->name, old, n);
+	client_end(c, "ok");
+}
+
+/* Split the request into at most 4 words; returns how many. */
+static int split(char *line, char **w, int max)
+{
+	int n = 0;
+	char *save = NULL;
+
+	for (char *t = strtok_r(line, " \t", &save); t != NULL;
+	     t = strtok_r(NULL, " \t", &save)) {
+		if (n == max)
+			return max + 1;
+		w[n++] = t;
+	}
+	return n;
+}
+
+static void client_request(struct client *c, char *line)
+{
+	char *w[4];
+	int n = split(line, w, 4);
+
+	c->have_request = 1;
+	timer_cancel(&c->timeout);
+	if (n == 0) {
+		client_end(c, "error: empty request");
+	} else if (strcmp(w[0], "status") == 0 && n == 1) {
+		char *json = status_json();
+
+		client_line(c, "%s", json);
+		free(json);
+		client_end(c, "ok");
+	} else if (strcmp(w[0], "reload") == 0 && n <= 3) {
+		int nowait = n > 1 && strcmp(w[n - 1], "--no-wait") == 0;
+		int args = n - 1 - nowait;
+
+		if (args > 1 || (args == 1 && w[1][0] == '-'))
+			client_end(c, "error: usage: reload [GROUP] "
+				      "[--no-wait]");
+		else
+			cmd_reload(c, args == 1 ? w[1] : NULL, nowait);
+	} else if (strcmp(w[0], "scale") == 0 && n == 3) {
+		cmd_scale(c, w[1], w[2]);
+	} else if (strcmp(w[0], "stop") == 0 && n == 1) {
+		client_end(c, "ok");
+		supervisor_stop(0, "control");
+	} else {
+		client_end(c, "error: unknown command '%.64s'", w[0]);
+	}
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static void client_free(struct client *c)
+{
+	struct client **pp;
+
+	for (pp = &clients; *pp != NULL && *pp != c; pp = &(*pp)->next)
+		;
+	if (*pp == c)
+		*pp = c->next;
+	nclients--;
+	timer_cancel(&c->timeout);
+	loop_del(c->fd);
+	close(c->fd);
+	free(c->out);
+	free(c->waits);
+	free(c);
+}
+
+static void client_timeout(void *arg)
+{
+	client_end(arg, "error: request timed out");
+}
+
+static void client_read(struct client *c)
+{
+	for (;;) {
+		char *nl;
+		ssize_t n;
+
+		if (c->inlen == sizeof(c->in)) {
+			client_end(c, "error: request too long");
+			return;
+		}
+		n = read(c->fd, c->in + c->inlen, sizeof(c->in) - c->inlen);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			client_free(c); /* gone, or half-sent and closed */
+			return;
+		}
+		if (c->have_request)
+			continue; /* anything after the request is ignored */
+		c->inlen += (size_t)n;
+		nl = memchr(c->in, '\n', c->inlen);
+		if (nl != NULL) {
+			*nl = '\0';
+			if (nl > c->in && nl[-1] == '\r')
+				nl[-1] = '\0';
+			client_request(c, c->in);
+			return;
+		}
+	}
+}
+
+static void client_event(int fd, uint32_t events, void *arg)
+{
+	struct client *c = arg;
+
+	(void)fd;
+	if (events & EPOLLOUT)
+		client_flush(c);
+	else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		client_read(c);
+}
+
+static int peer_allowed(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
+		return 0;
+	if (cred.uid == 0 || cred.uid == geteuid())
+		return 1;
+	return control_gid != (gid_t)-1 && cred.gid == control_gid;
+}
+
+static void control_accept(int fd, uint32_t events, void *arg)
+{
+	(void)events;
+	(void)arg;
+	for (;;) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct client *c;
+
+		if (cfd == -1) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN)
+				log_warn("control: accept");
+			return;
+		}
+		if (!peer_allowed(cfd) || nclients >= CONTROL_CLIENTS_MAX) {
+			const char *e = nclients >= CONTROL_CLIENTS_MAX
+					    ? "error: too many clients\n"
+					    : "error: permission denied\n";
+
+			(void)!send(cfd, e, strlen(e), MSG_NOSIGNAL);
+			close(cfd);
+			continue;
+		}
+		c = xcalloc(1, sizeof(*c));
+		c->fd = cfd;
+		timer_init(&c->timeout, client_timeout, c);
+		timer_set(&c->timeout, CONTROL_TIMEOUT_MS);
+		c->next = clients;
+		clients = c;
+		nclients++;
+		loop_add(cfd, EPOLLIN, client_event, c);
+	}
+}
+
+/* ---- the socket ---------------------------------------------------------- */
+
+/*
+ * A socket file that answers belongs to a live instance: refuse to start.
+ * One that refuses connections was left by a dead one: replace it.
+ */
+static int control_clear(const char *path, const struct sockaddr_un *sa)
+{
+	struct stat st;
+	int fd, r;
+
+	if (lstat(path, &st) == -1)
+		return errno == ENOENT ? 0 : -1;
+	if (!S_ISSOCK(st.st_mode))
+		fatalx(1, "%s: exists and is not a socket", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+	close(fd);
+	if (r == 0)
+		fatalx(1, "%s: another instance is running", path);
+	return unlink(path);
+}
+
+/* The directory of the socket, if missing (/run/rollover, say). */
+static void control_mkdir(const char *path)
+{
+	char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) == -1 && errno != EEXIST)
+			fatal(1, "control: %s", dir);
+	}
+	free(dir);
+}
+
+void control_init(const struct config *c)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	mode_t old;
+	struct stat st;
+	int r;
+
+	started_ms = now_ms();
+	control_path = xstrdup(c->control);
+	control_mode = c->control_mode;
+	control_gid = c->control_gid;
+	if (strlen(control_path) >= sizeof(sa.sun_path))
+		fatalx(1, "%s: too long for a unix socket", control_path);
+	strcpy(sa.sun_path, control_path);
+	control_mkdir(control_path);
+	if (control_clear(control_path, &sa) == -1)
+		fatal(1, "control: %s", control_path);
+	control_fd =
+	    socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (control_fd == -1)
+		fatal(1, "control: socket");
+	/* Created 0600, then widened if asked: never more open than meant. */
+	old = umask(0177);
+	r = bind(control_fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r == -1 && errno == EADDRINUSE)
+		fatalx(1, "%s: another instance is running", control_path);
+	if (r == -1)
+		fatal(1, "control: %s", control_path);
+	if (chmod(control_path, control_mode) == -1 ||
+	    (control_gid != (gid_t)-1 &&
+	     chown(control_path, (uid_t)-1, control_gid) == -1))
+		fatal(1, "control: %s", control_path);
+	if (listen(control_fd, 64) == -1 || stat(control_path, &st) == -1)
+		fatal(1, "control: %s", control_path);
+	control_dev = st.st_dev;
+	control_ino = st.st_ino;
+	loop_add(control_fd, EPOLLIN, control_accept, NULL);
+	log_info("control socket %s", control_path);
+}
+
+/* Mode and group may change on reload; the path needs a restart. */
+void control_reconfigure(const struct config *c)
+{
+	if (strcmp(c->control, control_path) != 0)
+		log_warnx("control: a new path takes effect at the next start");
+	control_mode = c->control_mode;
+	control_gid = c->control_gid;
+	if (chmod(control_path, control_mode) == -1 ||
+	    (control_gid != (gid_t)-1 &&
+	     chown(control_path, (uid_t)-1, control_gid) == -1))
+		log_warn("control: %s", control_path);
+}
+
+void control_close(void)
+{
+	struct stat st;
+
+	while (clients != NULL)
+		client_free(clients);
+	if (control_fd == -1)
+		return;
+	loop_del(control_fd);
+	close(control_fd);
+	control_fd = -1;
+	if (stat(control_path, &st) == 0 && st.st_dev == control_dev &&
+	    st.st_ino == control_ino)
+		unlink(control_path);
+	free(control_path);
+	control_path = NULL;
+}
