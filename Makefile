@@ -124,7 +124,7 @@ check-asan:
 bench: all $(TEST_WORKERS)
 	$(PYTHON) tests/bench/bench_rollover.py
 
-# Static checks: formatting, then two analysers.
+# Static checks: formatting, two analysers, and the manual pages.
 LINT_SRCS = supervisor/*.c supervisor/*.h worker/*.c worker/*.h \
             tests/unit/*.c tests/workers/*.c
 TIDY_CHECKS = -*,clang-analyzer-*,bugprone-*,\
@@ -143,6 +143,7 @@ lint:
 	clang-tidy --quiet --warnings-as-errors='*' -checks='$(TIDY_CHECKS)' \
 	    supervisor/*.c worker/*.c -- -std=gnu11 -D_GNU_SOURCE \
 	    -Isupervisor -Iworker $(CONFIG_CFLAGS)
+	mandoc -Tlint -W warning man/*.[0-9]
 
 # ---- running and installing --------------------------------------------
 
@@ -157,12 +158,14 @@ install: all
 	install -m 755 $(B)/rolloverctl $(DESTDIR)$(BINDIR)/rolloverctl
 	install -m 755 $(B)/rollover-hello $(DESTDIR)$(LIBEXECDIR)/rollover-hello
 	install -m 644 man/rollover.8 $(DESTDIR)$(MANDIR)/man8/rollover.8
+	install -m 644 man/rolloverctl.8 $(DESTDIR)$(MANDIR)/man8/rolloverctl.8
 	install -m 644 man/rollover.conf.5 $(DESTDIR)$(MANDIR)/man5/rollover.conf.5
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/rollover $(DESTDIR)$(BINDIR)/rolloverctl \
 	    $(DESTDIR)$(LIBEXECDIR)/rollover-hello \
 	    $(DESTDIR)$(MANDIR)/man8/rollover.8 \
+	    $(DESTDIR)$(MANDIR)/man8/rolloverctl.8 \
 	    $(DESTDIR)$(MANDIR)/man5/rollover.conf.5
 	-rmdir $(DESTDIR)$(LIBEXECDIR)
 

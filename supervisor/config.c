@@ -320,7 +320,8 @@ static int config_valid_name(const char *s)
 {
 	size_t n = strlen(s);
 
-	return n >= 1 && n <= CONFIG_NAME_MAX &&
+	/* Not starting with '-': rolloverctl would take it for an option. */
+	return n >= 1 && n <= CONFIG_NAME_MAX && s[0] != '-' &&
 	       strspn(s, CONFIG_NAME_CHARS) == n;
 }
 

@@ -48,7 +48,8 @@ struct client {
 	int have_request;
 	char *out;
 	size_t outlen, outsent;
-	int final; /* the final line is queued: close once sent */
+	int final;     /* the final line is queued: close once sent */
+	int rd_closed; /* the client shut down its side */
 	struct timer timeout;
 	struct wait *waits;
 	size_t nwaits;
@@ -78,7 +79,8 @@ static void client_flush(struct client *c)
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1 && errno == EAGAIN) {
-			loop_mod(c->fd, EPOLLIN | EPOLLOUT);
+			loop_mod(c->fd,
+				 c->rd_closed ? EPOLLOUT : EPOLLIN | EPOLLOUT);
 			return;
 		}
 		if (n == -1) {
@@ -91,7 +93,7 @@ static void client_flush(struct client *c)
 	if (c->final)
 		client_free(c);
 	else
-		loop_mod(c->fd, EPOLLIN);
+		loop_mod(c->fd, c->rd_closed ? 0 : EPOLLIN);
 }
 
 static void client_vsend(struct client *c, const char *fmt, va_list ap)
@@ -506,6 +508,16 @@ static void client_read(struct client *c)
 			continue;
 		if (n == -1 && errno == EAGAIN)
 			return;
+		if (n == 0 && c->have_request) {
+			/*
+			 * The client shut down its side after its request
+			 * (socat does): the answer still goes out.  Stop
+			 * watching for input, which would stay readable.
+			 */
+			c->rd_closed = 1;
+			loop_mod(c->fd, c->outlen > 0 ? EPOLLOUT : 0);
+			return;
+		}
 		if (n <= 0) {
 			client_free(c); /* gone, or half-sent and closed */
 			return;
@@ -529,22 +541,38 @@ static void client_event(int fd, uint32_t events, void *arg)
 	struct client *c = arg;
 
 	(void)fd;
-	if (events & EPOLLOUT)
+	if (events & EPOLLERR)
+		client_free(c);
+	else if (events & EPOLLOUT)
 		client_flush(c);
-	else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+	else if (c->rd_closed && (events & EPOLLHUP))
+		client_free(c); /* closed altogether: nobody to answer */
+	else if (events & (EPOLLIN | EPOLLHUP))
 		client_read(c);
 }
 
+/* Root, our own uid, or a member of control_group (any of its groups). */
 static int peer_allowed(int fd)
 {
 	struct ucred cred;
+	gid_t gids[256];
 	socklen_t len = sizeof(cred);
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
 		return 0;
 	if (cred.uid == 0 || cred.uid == geteuid())
 		return 1;
-	return control_gid != (gid_t)-1 && cred.gid == control_gid;
+	if (control_gid == (gid_t)-1)
+		return 0;
+	if (cred.gid == control_gid)
+		return 1;
+	len = sizeof(gids);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, gids, &len) == -1)
+		return 0;
+	for (size_t i = 0; i < len / sizeof(gids[0]); i++)
+		if (gids[i] == control_gid)
+			return 1;
+	return 0;
 }
 
 static void control_accept(int fd, uint32_t events, void *arg)

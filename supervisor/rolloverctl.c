@@ -132,15 +132,12 @@ static void ctl_group_arg(const char *cmd, const char *group)
 static void ctl_parse_reload(struct ctl *ctl, int argc, char **argv)
 {
 	const char *group = NULL;
-	int nowait = 0, dashdash = 0;
+	int nowait = 0;
 
-	/* "--" lets a group's name start with "-". */
 	for (int i = 1; i < argc; i++) {
-		if (!dashdash && strcmp(argv[i], "--no-wait") == 0 && !nowait)
+		if (strcmp(argv[i], "--no-wait") == 0 && !nowait)
 			nowait = 1;
-		else if (!dashdash && strcmp(argv[i], "--") == 0)
-			dashdash = 1;
-		else if (group == NULL && (dashdash || argv[i][0] != '-'))
+		else if (group == NULL && argv[i][0] != '-')
 			group = argv[i];
 		else
 			ctl_bad_arg("reload", argv[i]);
@@ -236,11 +233,17 @@ static char *ctl_control_only(const char *file)
 {
 	const char *slash = strrchr(file, '/'), *s;
 	char *p = NULL;
+	struct stat st;
 	config_t cfg;
 	FILE *f;
 
 	if ((f = fopen(file, "re")) == NULL)
 		return NULL;
+	/* libconfig's scanner exit()s on a directory; a pipe reads once. */
+	if (fstat(fileno(f), &st) == -1 || !S_ISREG(st.st_mode)) {
+		fclose(f);
+		return NULL;
+	}
 	config_init(&cfg);
 	if (!ctl_has_include(f) && config_read(&cfg, f) == CONFIG_TRUE) {
 		if (config_lookup_string(&cfg, "control", &s) == CONFIG_FALSE)
@@ -325,7 +328,7 @@ ctl_connect_failed(const struct ctl *ctl, int err)
 		hint = " (is rollover running?)";
 	else if (err == EACCES || err == EPERM)
 		hint = " (run as root or as rollover's user, or see "
-		       "control_mode in rollover.conf(5))";
+		       "control_mode and control_group in rollover.conf(5))";
 	if (err == EAGAIN || err == ETIMEDOUT)
 		ctl_fail(1,
 			 "cannot connect to %s: not accepting within %d "
@@ -354,7 +357,7 @@ static int ctl_connect(struct ctl *ctl)
 		ctl_fail(1, "socket: %s", strerror(errno));
 	if (rem > 0) {
 		tv.tv_sec = rem / 1000;
-		tv.tv_usec = (rem % 1000) * 1000;
+		tv.tv_usec = (suseconds_t)(rem % 1000) * 1000;
 		(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	}
 	while (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
@@ -375,10 +378,10 @@ static void ctl_send(const struct ctl *ctl, int fd)
 {
 	const char *p = ctl->request;
 	size_t left = strlen(p);
-	ssize_t n;
 
 	while (left > 0) {
-		n = send(fd, p, left, MSG_NOSIGNAL);
+		ssize_t n = send(fd, p, left, MSG_NOSIGNAL);
+
 		if (n >= 0) {
 			p += n;
 			left -= (size_t)n;
@@ -443,8 +446,6 @@ static void ctl_split(struct ctl *ctl, struct reply *r)
 static size_t ctl_read_some(const struct ctl *ctl, int fd, struct reply *r)
 {
 	struct pollfd pfd = {.fd = fd, .events = POLLIN};
-	ssize_t n;
-	int rem;
 
 	if (r->cap - r->len < 4096) {
 		if (r->cap >= CTL_REPLY_MAX)
@@ -453,7 +454,9 @@ static size_t ctl_read_some(const struct ctl *ctl, int fd, struct reply *r)
 		r->buf = xrealloc(r->buf, r->cap);
 	}
 	for (;;) {
-		rem = ctl_remaining(ctl);
+		int rem = ctl_remaining(ctl);
+		ssize_t n;
+
 		if (rem == 0)
 			ctl_timed_out(ctl);
 		n = poll(&pfd, 1, rem);
@@ -969,9 +972,9 @@ static void status_last(const struct json *last)
 }
 
 /*
- * Ready workers of the current generation; out of how many only if the
- * daemon says ("workers_configured"): a slot waiting to be restarted
- * has no worker to count.
+ * Ready workers of the serving generation, out of how many the daemon
+ * wants ("workers_wanted", if it says: a slot waiting to be restarted
+ * has no worker to infer it from).
  */
 static void status_ready(const struct json *g, const struct json *workers)
 {
@@ -986,7 +989,7 @@ static void status_ready(const struct json *g, const struct json *workers)
 		    gen == wgen && json_str_is(w, "state", "ready"))
 			ready++;
 	}
-	if (json_number_of(g, "workers_configured", &want) == 0)
+	if (json_number_of(g, "workers_wanted", &want) == 0)
 		printf(", %u/%.0f ready", ready, want);
 	else
 		printf(", %u ready", ready);
@@ -1006,9 +1009,28 @@ static void status_worker(const struct json *w)
 	       int_cell(w, "restarts", restarts, sizeof(restarts)));
 }
 
+/* Oldest generation first, then by slot: draining, serving, starting. */
+static int worker_cmp(const void *a, const void *b)
+{
+	const struct json *wa = a, *wb = b;
+	static const char *const keys[] = {"generation", "slot", "pid"};
+	double x, y;
+
+	for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
+		if (json_number_of(wa, keys[i], &x) == -1)
+			x = -1;
+		if (json_number_of(wb, keys[i], &y) == -1)
+			y = -1;
+		if (x != y)
+			return x < y ? -1 : 1;
+	}
+	return 0;
+}
+
 static void status_group(const struct json *g)
 {
 	const struct json *workers = json_get_type(g, "workers", JSON_ARRAY);
+	struct json *order;
 	char gen[32];
 
 	putchar('\n');
@@ -1021,10 +1043,15 @@ static void status_group(const struct json *g)
 		puts("  (no workers)");
 		return;
 	}
+	/* Shallow copies, to sort: what they point to stays in workers. */
+	order = xcalloc(workers->len, sizeof(*order));
+	memcpy(order, workers->items, workers->len * sizeof(*order));
+	qsort(order, workers->len, sizeof(*order), worker_cmp);
 	printf("%8s %4s %5s  %-9s %7s %8s\n", "PID", "SLOT", "GEN", "STATE",
 	       "UPTIME", "RESTARTS");
 	for (size_t i = 0; i < workers->len; i++)
-		status_worker(&workers->items[i]);
+		status_worker(&order[i]);
+	free(order);
 }
 
 static void status_print(const char *line)
@@ -1061,9 +1088,9 @@ ctl_refused(const struct ctl *ctl, const char *final)
 
 	if (strcmp(msg, "permission denied") == 0)
 		ctl_fail(1,
-			 "%s: permission denied (rollover accepts only "
-			 "the users its control_mode and control_group "
-			 "allow; see rollover.conf(5))",
+			 "%s: permission denied (rollover answers root, "
+			 "its own user and members of control_group; see "
+			 "rollover.conf(5))",
 			 ctl->path);
 	ctl_fail(1, "%s", msg);
 }
