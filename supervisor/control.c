@@ -312,6 +312,21 @@ void control_rollover_done(struct wgroup *g)
 	}
 }
 
+void control_stopping(void)
+{
+	struct client *c, *next;
+
+	for (c = clients; c != NULL; c = next) {
+		size_t pending = 0;
+
+		next = c->next;
+		for (size_t i = 0; i < c->nwaits; i++)
+			pending += !c->waits[i].done;
+		if (pending > 0)
+			client_end(c, "error: rollover is stopping");
+	}
+}
+
 void control_forget(struct wgroup *g)
 {
 	struct client *c, *next;

@@ -84,8 +84,10 @@ void supervisor_stop(int immediately, const char *why)
 		return;
 	}
 	log_info("%s: stopping %s", why, immediately ? "now" : "gracefully");
-	if (!stopping)
+	if (!stopping) {
 		sdnotify_stopping();
+		control_stopping();
+	}
 	stopping = 1;
 	group_stop_all(immediately);
 }
@@ -97,6 +99,8 @@ const char *supervisor_config_path(void)
 
 void supervisor_rollover_event(struct wgroup *g)
 {
+	if (g->last.result != NULL && strcmp(g->last.result, "running") == 0)
+		sdnotify_begun();
 	control_rollover_done(g);
 	sdnotify_changed();
 }

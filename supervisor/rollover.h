@@ -400,12 +400,15 @@ void control_rollover_done(struct wgroup *g);
 /* g is being freed: clients still waiting on it are told it is gone. */
 void control_forget(struct wgroup *g);
 void control_close(void);
+/* The supervisor stops: clients waiting for a rollover are told so. */
+void control_stopping(void);
 
 /* ---- sdnotify.c ------------------------------------------------------- */
 
 void sdnotify_init(void);
 /* Some rollover began or ended: READY/RELOADING/STATUS as they now are. */
 void sdnotify_changed(void);
+void sdnotify_begun(void);
 void sdnotify_stopping(void);
 
 /* ---- pidfile.c -------------------------------------------------------- */

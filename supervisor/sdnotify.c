@@ -4,8 +4,8 @@
  * The protocol is systemd's documented one, a datagram of VAR=value
  * lines to $NOTIFY_SOCKET, so no library is linked.  What we say:
  * READY=1 once every group's first generation is ready; RELOADING=1 with
- * MONOTONIC_USEC= when a rollover begins while none was in flight, and
- * READY=1 when the last in flight ends; STOPPING=1; a one-line STATUS=;
+ * MONOTONIC_USEC= as soon as a rollover begins while none was in flight,
+ * and READY=1 when the last in flight has ended; STOPPING=1; a one-line STATUS=;
  * and WATCHDOG=1 every half WATCHDOG_USEC if the manager asks for it,
  * the one periodic wake-up, and only then.
  *
@@ -92,7 +92,6 @@ static int in_flight(void)
 static void sd_check(void *arg)
 {
 	char status[512];
-	struct timespec ts;
 
 	(void)arg;
 	if (stopping)
@@ -105,13 +104,7 @@ static void sd_check(void *arg)
 		}
 		return;
 	}
-	if (in_flight() && !sd_reloading) {
-		sd_reloading = 1;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		sd_send("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=rolling over",
-			(unsigned long long)ts.tv_sec * 1000000 +
-			    (unsigned long long)ts.tv_nsec / 1000);
-	} else if (!in_flight() && sd_reloading) {
+	if (!in_flight() && sd_reloading) {
 		sd_reloading = 0;
 		sd_send("READY=1\nSTATUS=%s", status);
 	} else {
@@ -154,6 +147,25 @@ void sdnotify_init(void)
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_USEC");
 	unsetenv("WATCHDOG_PID");
+}
+
+/*
+ * Said at once when a rollover begins, not at the next check: one that
+ * is aborted within the same loop iteration is still a reload that
+ * happened, and gets its RELOADING=1 and READY=1.
+ */
+void sdnotify_begun(void)
+{
+	struct timespec ts;
+
+	if (!sd_ready || sd_reloading || stopping)
+		return;
+	sd_reloading = 1;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	sd_send("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=rolling over",
+		(unsigned long long)ts.tv_sec * 1000000 +
+		    (unsigned long long)ts.tv_nsec / 1000);
+	sdnotify_changed();
 }
 
 void sdnotify_changed(void)
