@@ -14,6 +14,12 @@ SBINDIR  = $(PREFIX)/sbin
 LIBEXECDIR = $(PREFIX)/lib/rollover
 MANDIR   = $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+CONFFILE  = $(SYSCONFDIR)/rollover/rollover.conf
+MAN_PAGES = $(wildcard man/*.[1-8])
+# The units and the example config name the /usr/local and /etc paths.
+FIX_PATHS = sed -e 's|/usr/local/|$(PREFIX)/|g' \
+                -e 's|/etc/rollover/|$(SYSCONFDIR)/rollover/|g'
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
@@ -152,22 +158,31 @@ run: all
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
-	    $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man5 \
-	    $(DESTDIR)$(MANDIR)/man8
+	    $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/rollover
 	install -m 755 $(B)/rollover $(DESTDIR)$(SBINDIR)/rollover
 	install -m 755 $(B)/rolloverctl $(DESTDIR)$(BINDIR)/rolloverctl
 	install -m 755 $(B)/rollover-hello $(DESTDIR)$(LIBEXECDIR)/rollover-hello
-	install -m 644 man/rollover.8 $(DESTDIR)$(MANDIR)/man8/rollover.8
-	install -m 644 man/rolloverctl.8 $(DESTDIR)$(MANDIR)/man8/rolloverctl.8
-	install -m 644 man/rollover.conf.5 $(DESTDIR)$(MANDIR)/man5/rollover.conf.5
+	for m in $(MAN_PAGES); do n=$${m##*/}; d=$(DESTDIR)$(MANDIR)/man$${n##*.}; \
+	    install -d $$d && install -m 644 $$m $$d/$$n || exit 1; done
+	for u in rollover.service rollover.socket; do \
+	    $(FIX_PATHS) etc/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
+	    chmod 644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	test -e $(DESTDIR)$(CONFFILE) || \
+	    { $(FIX_PATHS) etc/rollover.production.conf > $(DESTDIR)$(CONFFILE) && \
+	      chmod 644 $(DESTDIR)$(CONFFILE); }
 
+# The config goes only if it is still the one installed.
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/rollover $(DESTDIR)$(BINDIR)/rolloverctl \
 	    $(DESTDIR)$(LIBEXECDIR)/rollover-hello \
-	    $(DESTDIR)$(MANDIR)/man8/rollover.8 \
-	    $(DESTDIR)$(MANDIR)/man8/rolloverctl.8 \
-	    $(DESTDIR)$(MANDIR)/man5/rollover.conf.5
-	-rmdir $(DESTDIR)$(LIBEXECDIR)
+	    $(DESTDIR)$(UNITDIR)/rollover.service \
+	    $(DESTDIR)$(UNITDIR)/rollover.socket
+	for m in $(MAN_PAGES); do n=$${m##*/}; \
+	    rm -f $(DESTDIR)$(MANDIR)/man$${n##*.}/$$n; done
+	if $(FIX_PATHS) etc/rollover.production.conf | \
+	    cmp -s - $(DESTDIR)$(CONFFILE); then rm -f $(DESTDIR)$(CONFFILE); fi
+	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SYSCONFDIR)/rollover
 
 clean:
 	rm -rf $(B) build-asan

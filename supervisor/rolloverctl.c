@@ -277,12 +277,22 @@ static char *ctl_control_from(const char *file)
 		nconfig_errors = 0;
 		return p;
 	}
+	/*
+	 * The file does not parse (an edit with a syntax error, say): the
+	 * daemon still runs on its old config, and a reload through the
+	 * default socket makes it report the error itself, with its line.
+	 */
 	for (size_t i = 0; i < nconfig_errors; i++)
-		fprintf(stderr, "%s\n", config_errors[i]);
-	ctl_fail(1,
-		 "%s: cannot tell where the control socket is; "
-		 "name it with -S",
-		 file);
+		free(config_errors[i]);
+	free(config_errors);
+	config_errors = NULL;
+	nconfig_errors = 0;
+	p = control_default_path();
+	fprintf(stderr,
+		"rolloverctl: %s does not parse; trying the default control "
+		"socket %s\n",
+		file, p);
+	return p;
 }
 
 static char *ctl_socket_path(const char *conf, const char *sock)
