@@ -297,7 +297,7 @@ static void wait_check(struct client *c)
 		client_end(c, "ok");
 }
 
-void control_rollover_done(struct wgroup *g)
+void control_rollover_done(const struct wgroup *g)
 {
 	struct client *c, *next;
 
@@ -327,7 +327,7 @@ void control_stopping(void)
 	}
 }
 
-void control_forget(struct wgroup *g)
+void control_forget(const struct wgroup *g)
 {
 	struct client *c, *next;
 
@@ -490,10 +490,12 @@ static void client_free(struct client *c)
 {
 	struct client **pp;
 
-	for (pp = &clients; *pp != NULL && *pp != c; pp = &(*pp)->next)
-		;
-	if (*pp == c)
-		*pp = c->next;
+	for (pp = &clients; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
 	nclients--;
 	timer_cancel(&c->timeout);
 	loop_del(c->fd);
@@ -556,14 +558,18 @@ static void client_event(int fd, uint32_t events, void *arg)
 	struct client *c = arg;
 
 	(void)fd;
-	if (events & EPOLLERR)
+	if (events & EPOLLERR) {
 		client_free(c);
-	else if (events & EPOLLOUT)
+		return;
+	}
+	if (events & EPOLLOUT) {
 		client_flush(c);
-	else if (c->rd_closed && (events & EPOLLHUP))
-		client_free(c); /* closed altogether: nobody to answer */
-	else if (events & (EPOLLIN | EPOLLHUP))
+		return;
+	}
+	if (!c->rd_closed)
 		client_read(c);
+	else if (events & EPOLLHUP)
+		client_free(c); /* closed altogether: nobody to answer */
 }
 
 /* Root, our own uid, or a member of control_group (any of its groups). */

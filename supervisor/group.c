@@ -102,25 +102,25 @@ static void listeners_drop(struct listener **v, size_t n)
 	free(v);
 }
 
-/*
- * Scaling: take the per-worker sockets of a new slot, or let go of those
- * of a retired one.  Returns -1 if a socket could not be opened.
- */
-static int gen_slot_listeners(struct gen *gen, unsigned slot, int take)
+/* Scaling down: let go of the per-worker sockets of a retired slot. */
+static void gen_slot_listeners_drop(struct gen *gen, unsigned slot)
 {
-	const struct group_conf *gc = gen->conf;
 	size_t j = 0;
 
-	if (!take) {
-		for (size_t i = 0; i < gen->nlisteners; i++) {
-			if (gen->listeners[i]->slot == (int)slot)
-				listener_put(gen->listeners[i]);
-			else
-				gen->listeners[j++] = gen->listeners[i];
-		}
-		gen->nlisteners = j;
-		return 0;
+	for (size_t i = 0; i < gen->nlisteners; i++) {
+		if (gen->listeners[i]->slot == (int)slot)
+			listener_put(gen->listeners[i]);
+		else
+			gen->listeners[j++] = gen->listeners[i];
 	}
+	gen->nlisteners = j;
+}
+
+/* Scaling up: the per-worker sockets of a new slot; -1 if one fails. */
+static int gen_slot_listeners_take(struct gen *gen, unsigned slot)
+{
+	const struct group_conf *gc = gen->conf;
+
 	for (size_t i = 0; i < gc->nlisten; i++) {
 		struct listener *l;
 
@@ -131,21 +131,31 @@ static int gen_slot_listeners(struct gen *gen, unsigned slot, int take)
 			return -1;
 		gen->listeners =
 		    xrealloc(gen->listeners,
-			     (gen->nlisteners + 1) * sizeof(*gen->listeners));
+			     (gen->nlisteners + 1) * sizeof(struct listener *));
 		gen->listeners[gen->nlisteners++] = l;
 	}
 	return 0;
 }
 
+/*
+ * A worker's sockets in the order its `listen` entries are written, even
+ * after a scale-up appended a slot's sockets at the end of the list.
+ */
 size_t gen_fds(const struct gen *gen, unsigned slot, int *fds, size_t max)
 {
+	const struct group_conf *gc = gen->conf;
 	size_t n = 0;
 
-	for (size_t i = 0; i < gen->nlisteners && n < max; i++) {
-		const struct listener *l = gen->listeners[i];
+	for (size_t i = 0; i < gc->nlisten && n < max; i++) {
+		for (size_t j = 0; j < gen->nlisteners; j++) {
+			const struct listener *l = gen->listeners[j];
 
-		if (l->slot == -1 || l->slot == (int)slot)
-			fds[n++] = l->fd;
+			if (addr_equal(&l->addr, &gc->listen[i]) &&
+			    (l->slot == -1 || l->slot == (int)slot)) {
+				fds[n++] = l->fd;
+				break;
+			}
+		}
 	}
 	return n;
 }
@@ -160,7 +170,7 @@ static void slot_new(struct gen *gen)
 	s->index = gen->nslots;
 	timer_init(&s->restart, slot_timer, s);
 	gen->slots =
-	    xrealloc(gen->slots, (gen->nslots + 1) * sizeof(*gen->slots));
+	    xrealloc(gen->slots, (gen->nslots + 1) * sizeof(struct slot *));
 	gen->slots[gen->nslots++] = s;
 }
 
@@ -543,6 +553,10 @@ int group_scale(struct wgroup *g, unsigned n, char *err, size_t errlen)
 	unsigned old = gen->want;
 	int failed = 0;
 
+	if (stopping) {
+		snprintf(err, errlen, "%s: rollover is stopping", g->name);
+		return -1;
+	}
 	if (g->next_gen != NULL) {
 		snprintf(err, errlen, "%s: a rollover is in progress", g->name);
 		return -1;
@@ -555,7 +569,7 @@ int group_scale(struct wgroup *g, unsigned n, char *err, size_t errlen)
 	for (unsigned i = old; i < n; i++) {
 		if (i >= gen->nslots)
 			slot_new(gen);
-		if (gen_slot_listeners(gen, i, 1) == -1) {
+		if (gen_slot_listeners_take(gen, i) == -1) {
 			snprintf(err, errlen,
 				 "%s: cannot open the sockets of "
 				 "slot %u",
@@ -573,7 +587,7 @@ int group_scale(struct wgroup *g, unsigned n, char *err, size_t errlen)
 		timer_cancel(&s->restart);
 		if (s->worker != NULL)
 			worker_stop(s->worker);
-		gen_slot_listeners(gen, i, 0);
+		gen_slot_listeners_drop(gen, i);
 	}
 	gen->want = n;
 	g->workers = n;

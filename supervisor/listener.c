@@ -22,7 +22,8 @@
 #include "rollover.h"
 
 static struct listener *listeners;
-static int activated_fds; /* LISTEN_FDS given to us */
+static int activated[SPAWN_MAX_FDS]; /* listening sockets given to us */
+static size_t nactivated;
 
 static int is_unix_path(const struct addr *a)
 {
@@ -214,12 +215,29 @@ void listener_take_activated(void)
 	const char *pid = getenv("LISTEN_PID");
 	const char *fds = getenv("LISTEN_FDS");
 
-	if (pid != NULL && fds != NULL && atol(pid) == (long)getpid()) {
-		activated_fds = atoi(fds);
-		if (activated_fds < 0 || activated_fds > SPAWN_MAX_FDS)
-			activated_fds = 0;
-		for (int fd = 3; fd < 3 + activated_fds; fd++)
-			(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	int n = fds != NULL ? atoi(fds) : 0;
+
+	if (pid == NULL || atol(pid) != (long)getpid() || n < 0)
+		n = 0;
+	if (n > SPAWN_MAX_FDS)
+		n = SPAWN_MAX_FDS;
+	for (int fd = 3; fd < 3 + n; fd++) {
+		int type = 0, acc = 0;
+		socklen_t len = sizeof(int);
+
+		/* Only listening stream sockets; anything else is left be. */
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1 ||
+		    type != SOCK_STREAM ||
+		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) ==
+			-1 ||
+		    !acc || nactivated == ARRAY_LEN(activated)) {
+			log_warnx("fd %d from the service manager is not a "
+				  "listening stream socket; ignored",
+				  fd);
+			continue;
+		}
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+		activated[nactivated++] = fd;
 	}
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");
@@ -262,6 +280,7 @@ static const struct addr *activated_match(int fd, const struct config *c,
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
+	memset(&ss, 0, sizeof(ss));
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
 		return NULL;
 	for (size_t i = 0; i < c->ngroups; i++) {
@@ -287,7 +306,8 @@ static const struct addr *activated_match(int fd, const struct config *c,
  */
 void listener_adopt(const struct config *c)
 {
-	for (int fd = 3; fd < 3 + activated_fds; fd++) {
+	for (size_t i = 0; i < nactivated; i++) {
+		int fd = activated[i];
 		const struct addr *a;
 		struct listener *l;
 		int slot = -1;
@@ -308,5 +328,5 @@ void listener_adopt(const struct config *c)
 		listeners = l;
 		log_info("listening on %s (from the service manager)", a->text);
 	}
-	activated_fds = 0;
+	nactivated = 0;
 }

@@ -291,7 +291,6 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(config->log_level);
-	log_reopen(config->log_file);
 
 	devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull_fd == -1)
@@ -309,6 +308,8 @@ int main(int argc, char **argv)
 		cleanup();
 		return 1;
 	}
+	/* Only now: a failure to start is said on stderr, where it is seen. */
+	log_reopen(config->log_file);
 	watch_update();
 	status = loop_run();
 	log_info("stopped");

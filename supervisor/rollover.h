@@ -396,9 +396,9 @@ void watch_forget(struct wgroup *g);
 void control_init(const struct config *c);
 void control_reconfigure(const struct config *c);
 /* g's newest rollover has ended: answer the clients waiting for it. */
-void control_rollover_done(struct wgroup *g);
+void control_rollover_done(const struct wgroup *g);
 /* g is being freed: clients still waiting on it are told it is gone. */
-void control_forget(struct wgroup *g);
+void control_forget(const struct wgroup *g);
 void control_close(void);
 /* The supervisor stops: clients waiting for a rollover are told so. */
 void control_stopping(void);

@@ -155,6 +155,7 @@ static void become_ready(struct worker *w)
 	log_info("%s ready after %llu ms", wname(w),
 		 (unsigned long long)(w->ready_ms - w->started_ms));
 	gen_worker_ready(w);
+	sdnotify_changed(); /* the STATUS= line counts ready workers */
 }
 
 static void begin_stop(struct worker *w)
@@ -327,5 +328,6 @@ int worker_reaped(pid_t pid, int status)
 	timer_cancel(&w->timer);
 	gen_worker_exited(w, status);
 	free(w);
+	sdnotify_changed();
 	return 1;
 }

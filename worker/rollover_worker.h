@@ -49,8 +49,7 @@ int rw_listen_fds(void);
  * the kernel for a free one (see getsockname(2)).
  *
  * Creates the socket (SOCK_STREAM, SOCK_CLOEXEC, blocking), sets
- * SO_REUSEADDR on TCP, binds it and listens with the largest backlog the
- * kernel allows.  Returns the fd, -EINVAL if addr does not parse, or the
+ * SO_REUSEADDR on TCP, binds it and listens with a backlog of SOMAXCONN.  Returns the fd, -EINVAL if addr does not parse, or the
  * -errno of the failing call (-EADDRINUSE, -EACCES, ...).  A unix socket
  * path is neither removed before bind nor after close.
  */
@@ -65,7 +64,7 @@ int rw_listen_fallback(const char *addr);
  * is a filesystem path, or "@name" for an abstract socket.
  *
  * Returns a positive value once the datagram is sent, 0 if NOTIFY_SOCKET
- * is unset (not supervised, or not in `ready = "notify"` mode), -EINVAL if
+ * is unset (not supervised; rollover always sets it), -EINVAL if
  * state is NULL or the address is too long, -EAFNOSUPPORT if the address
  * is neither a path nor "@name", or the -errno of socket(2)/sendto(2).
  * NOTIFY_SOCKET is kept in the environment.
