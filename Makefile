@@ -39,8 +39,8 @@ B = build
 
 .DELETE_ON_ERROR:
 .SUFFIXES:
-.PHONY: all check check-unit check-system check-asan run install uninstall \
-        clean lint bench
+.PHONY: all check check-unit check-system check-asan check-systemd run \
+        install uninstall clean lint bench
 
 # ---- the supervisor ----------------------------------------------------
 
@@ -124,6 +124,12 @@ check-asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ROLLOVER_BUILD=$(CURDIR)/build-asan $(PYTHON) -m pytest -q tests/system
+
+# The shipped units under a real systemd 252 in a systemd-nspawn container
+# (root, debootstrap and systemd-container needed; not part of `make check`,
+# since its first run downloads a Debian root).
+check-systemd: all
+	$(PYTHON) -m pytest -q tests/systemd
 
 # Benchmarks print numbers (and ratios against nginx, measured in the
 # same run); they assert nothing about speed.
