@@ -71,6 +71,29 @@ def http_get(port, path="/", host="127.0.0.1", timeout=5.0, headers=None):
         c.close()
 
 
+def recv_all(sock):
+    """Read a stream socket to end of file; a reset ends it too (a daemon
+    that refuses a client may close before reading its request)."""
+    out = b""
+    while True:
+        try:
+            b = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        out += b
+    return out
+
+
+def wrk_errors(out):
+    """(socket errors, non-2xx responses) from wrk's report."""
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return socket_errors, int(m.group(1)) if m else 0
+
+
 def conf_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 
-from conftest import (HELLO, ROLLOVER, TESTWORKER, children, free_port,
+from conftest import (HELLO, ROLLOVER, TESTWORKER, children, free_port, recv_all,
                       group_conf, http_get, pid_alive, wait_for, write_conf)
 
 
@@ -16,12 +16,7 @@ def unix_http_get(path, url="/"):
     s.settimeout(5)
     s.connect(path)
     s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % url).encode())
-    data = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        data += b
+    data = recv_all(s)
     s.close()
     return data.decode()
 

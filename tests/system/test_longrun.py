@@ -10,7 +10,7 @@ import signal
 import socket
 import time
 
-from conftest import HELLO, free_port, group_conf, http_get
+from conftest import HELLO, free_port, group_conf, http_get, recv_all
 
 ROLLOVERS = 1000
 
@@ -20,12 +20,7 @@ def control(path, request):
     s.settimeout(30)
     s.connect(path)
     s.sendall((request + "\n").encode())
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
+    data = recv_all(s)
     s.close()
     return data.decode().splitlines()
 

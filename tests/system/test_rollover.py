@@ -26,7 +26,7 @@ import time
 import pytest
 
 from conftest import (BUILD, TESTWORKER, free_port, group_conf, http_get,
-                      pid_alive, wait_for, write_conf)
+                      pid_alive, recv_all, wait_for, write_conf)
 
 TESTS = os.path.join(BUILD, "tests")
 HELLO_A = os.path.join(TESTS, "hello-a")
@@ -521,12 +521,7 @@ def test_binary_crashing_after_ready(supervisor, tmp_path):
         c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         subprocess.run(["install", "-m755", HELLO_B, app], check=True, timeout=10)
         s.wait_log(r"web: generation 3 serving after \d+ ms \(trigger: watch\)")
-        answer = b""
-        while True:
-            chunk = c.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+        answer = recv_all(c)
     finally:
         c.close()
     head, _, body = answer.decode().partition("\r\n\r\n")

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, free_port, group_conf, http_get, wait_for
+from conftest import BUILD, free_port, group_conf, http_get, wrk_errors
 
 ROLLOVERS = 50
 
@@ -25,13 +25,6 @@ def replace_binary(src, dst):
     shutil.copyfile(src, tmp)
     os.chmod(tmp, 0o755)
     os.rename(tmp, dst)
-
-
-def wrk_errors(out):
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    socket_errors = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return socket_errors, int(m.group(1)) if m else 0
 
 
 @pytest.mark.parametrize("mode", ["keep-alive", "close"])
