@@ -50,7 +50,7 @@ SUP_LIB_SRCS = supervisor/addr.c supervisor/config.c supervisor/log.c \
 SUP_SRCS     = $(SUP_LIB_SRCS) supervisor/group.c supervisor/listener.c \
                supervisor/loop.c supervisor/notify.c supervisor/pidfile.c \
                supervisor/spawn.c supervisor/worker.c supervisor/binary.c \
-               supervisor/control.c supervisor/sdnotify.c \
+               supervisor/control.c supervisor/sdnotify.c supervisor/quick.c \
                supervisor/watch.c supervisor/main.c
 SUP_OBJS     = $(SUP_SRCS:%.c=$(B)/obj/%.o)
 SUP_LIB_OBJS = $(SUP_LIB_SRCS:%.c=$(B)/obj/%.o)

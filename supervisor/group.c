@@ -271,10 +271,11 @@ static void gen_abort(struct gen *gen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(g->last.reason, sizeof(g->last.reason), fmt, ap);
 	va_end(ap);
-	log_errorx("%s: generation %u aborted: %s (trigger: %s, after %llu ms)",
-		   g->name, gen->number, g->last.reason,
-		   trigger_name(gen->trigger),
-		   (unsigned long long)g->last.duration_ms);
+	/* Quick mode says it in a line of its own (quick.c). */
+	(quick_mode ? log_info : log_errorx)(
+	    "%s: generation %u aborted: %s (trigger: %s, after %llu ms)",
+	    g->name, gen->number, g->last.reason, trigger_name(gen->trigger),
+	    (unsigned long long)g->last.duration_ms);
 	if (g->next_gen == gen)
 		g->next_gen = NULL;
 	gen_stop(gen, G_ABORTED);

@@ -36,12 +36,18 @@ static const int handled_signals[] = {SIGHUP,  SIGINT,	SIGTERM,
 
 static void __attribute__((noreturn)) usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-		"usage: rollover [-c FILE]       run the groups in FILE\n"
-		"       rollover -t [-c FILE]    check FILE and exit\n"
-		"       rollover -V | -h\n"
-		"The default FILE is %s.\n",
-		ROLLOVER_DEFAULT_CONFIG);
+	fprintf(
+	    status ? stderr : stdout,
+	    "usage: rollover [-c FILE]       run the groups in FILE\n"
+	    "       rollover -t [-c FILE]    check FILE and exit\n"
+	    "       rollover -l ADDR [-l ADDR]... [-n N] [-w] [--watch PATH]..."
+	    "\n"
+	    "                [--ready notify|SECONDS] -- COMMAND [ARG]...\n"
+	    "                                 quick mode: one group, no "
+	    "config file\n"
+	    "       rollover -V | -h\n"
+	    "The default FILE is %s.\n",
+	    ROLLOVER_DEFAULT_CONFIG);
 	exit(status);
 }
 
@@ -94,11 +100,12 @@ void supervisor_stop(int immediately, const char *why)
 
 const char *supervisor_config_path(void)
 {
-	return config->path;
+	return config->path != NULL ? config->path : "the command line";
 }
 
 void supervisor_rollover_event(struct wgroup *g)
 {
+	quick_rollover_done(g);
 	if (g->last.result != NULL && strcmp(g->last.result, "running") == 0)
 		sdnotify_begun();
 	control_rollover_done(g);
@@ -121,6 +128,12 @@ int supervisor_reload(enum trigger t, void (*report)(const char *line))
 
 	if (stopping)
 		return -1;
+	if (quick_mode) {
+		/* No file to read again: roll over with the same settings. */
+		for (struct wgroup *g = groups; g != NULL; g = g->next)
+			group_rollover(g, t, NULL);
+		return 0;
+	}
 	log_info("%s: reloading %s", t == TRIGGER_SIGNAL ? "SIGHUP" : "control",
 		 config->path);
 	c = config_load(config->path, report);
@@ -249,18 +262,94 @@ static void cleanup(void)
 	config = NULL;
 }
 
+static uint64_t parse_count(const char *opt, const char *v, uint64_t max)
+{
+	char *end;
+	unsigned long long n;
+
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (*v == '\0' || *end != '\0' || errno != 0 || n > max)
+		fatalx(EXIT_USAGE, "%s %s: not a number from 0 to %llu", opt, v,
+		       (unsigned long long)max);
+	return n;
+}
+
+/* --ready notify, or a number of seconds (with decimals). */
+static void parse_ready(struct quick *q, const char *v)
+{
+	char *end;
+	double s;
+
+	if (strcmp(v, "notify") == 0) {
+		q->ready_notify = 1;
+		return;
+	}
+	errno = 0;
+	s = strtod(v, &end);
+	if (*v == '\0' || *end != '\0' || errno != 0 || s < 0 || s > 3600)
+		fatalx(EXIT_USAGE,
+		       "--ready %s: \"notify\" or seconds from 0 to 3600", v);
+	q->ready_notify = 0;
+	q->ready_ms = (uint64_t)(s * 1000 + 0.5);
+}
+
+static void add_arg(const char **v, size_t *n, const char *opt, const char *a)
+{
+	if (*n == QUICK_MAX)
+		fatalx(EXIT_USAGE, "too many %s options", opt);
+	v[(*n)++] = a;
+}
+
 int main(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+	    {"listen", required_argument, NULL, 'l'},
+	    {"workers", required_argument, NULL, 'n'},
+	    {"watch", required_argument, NULL, 'W'},
+	    {"ready", required_argument, NULL, 'R'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
 	const char *path = ROLLOVER_DEFAULT_CONFIG;
-	int test = 0, ch, status;
+	struct quick q = {.workers = 1, .ready_notify = 1};
+	int test = 0, quick = 0, given_c = 0, ch, status;
 
-	while ((ch = getopt(argc, argv, "c:thV")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+c:tl:n:whV", longopts, NULL)) !=
+	       -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
+			given_c = 1;
 			break;
 		case 't':
 			test = 1;
+			break;
+		case 'l':
+			add_arg(q.listen, &q.nlisten, "-l", optarg);
+			quick = 1;
+			break;
+		case 'n':
+			q.workers = (unsigned)parse_count("-n", optarg,
+							  GROUP_MAX_WORKERS);
+			if (q.workers == 0)
+				q.workers =
+				    (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+			quick = 1;
+			break;
+		case 'w':
+			q.watch = 1;
+			quick = 1;
+			break;
+		case 'W':
+			add_arg((const char **)q.watch_paths, &q.nwatch_paths,
+				"--watch", optarg);
+			quick = 1;
+			break;
+		case 'R':
+			parse_ready(&q, optarg);
+			quick = 1;
 			break;
 		case 'V':
 			printf("rollover %s\n", ROLLOVER_VERSION);
@@ -271,8 +360,12 @@ int main(int argc, char **argv)
 			usage(EXIT_USAGE);
 		}
 	}
-	if (optind != argc)
+	if (optind < argc)
+		quick = 1;
+	if (quick && (given_c || test || q.nlisten == 0 || optind == argc))
 		usage(EXIT_USAGE);
+	q.argv = argv + optind;
+	q.argc = (size_t)(argc - optind);
 
 	ensure_std_fds();
 	log_init(LOG_INFO);
@@ -281,7 +374,8 @@ int main(int argc, char **argv)
 		sdnotify_init();
 		watch_init();
 	}
-	config = config_load(path, report_config_error);
+	config =
+	    quick ? quick_config(&q) : config_load(path, report_config_error);
 	if (config == NULL)
 		return EXIT_CONFIG;
 	config_ref(config);
@@ -302,7 +396,9 @@ int main(int argc, char **argv)
 	control_init(config);
 	notify_path = notify_init();
 	log_info("rollover %s running as pid %d with %s", ROLLOVER_VERSION,
-		 (int)getpid(), path);
+		 (int)getpid(), quick ? "the command line" : path);
+	if (quick)
+		quick_started(config);
 	listener_adopt(config);
 	if (group_apply_config(config, TRIGGER_START) == -1) {
 		cleanup();

@@ -411,6 +411,29 @@ void sdnotify_changed(void);
 void sdnotify_begun(void);
 void sdnotify_stopping(void);
 
+/* ---- quick.c ---------------------------------------------------------- */
+
+#define QUICK_MAX 64 /* -l and --watch options */
+
+struct quick {
+	const char *listen[QUICK_MAX];
+	size_t nlisten;
+	char *watch_paths[QUICK_MAX];
+	size_t nwatch_paths;
+	unsigned workers;
+	int watch;
+	int ready_notify;
+	uint64_t ready_ms;
+	char **argv; /* the command and its arguments */
+	size_t argc;
+};
+
+extern int quick_mode;
+/* The config of quick mode; exits with status 2 on a bad argument. */
+struct config *quick_config(const struct quick *q);
+void quick_started(const struct config *c);
+void quick_rollover_done(const struct wgroup *g);
+
 /* ---- pidfile.c -------------------------------------------------------- */
 
 /* Lock and write the pid file; exits with a clear line if it is held. */
