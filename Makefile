@@ -135,6 +135,7 @@ check-systemd: all
 # same run); they assert nothing about speed.
 bench: all $(TEST_WORKERS)
 	$(PYTHON) tests/bench/bench_rollover.py
+	$(PYTHON) tests/bench/bench_quick.py
 
 # Static checks: formatting, two analysers, and the manual pages.
 LINT_SRCS = supervisor/*.c supervisor/*.h worker/*.c worker/*.h \

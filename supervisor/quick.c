@@ -23,7 +23,7 @@
 
 #include "rollover.h"
 
-#define QUICK_SETTLE_MS	      50
+#define QUICK_SETTLE_MS	      20
 #define QUICK_STOP_TIMEOUT_MS 5000
 
 int quick_mode;
