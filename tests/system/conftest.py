@@ -94,6 +94,46 @@ def wrk_errors(out):
     return socket_errors, int(m.group(1)) if m else 0
 
 
+class WrkLoad:
+    """wrk keeps `conns` connections busy on port while the with-block
+    runs; then it is interrupted (it prints its totals on SIGINT) and
+    .out holds its report.  -d only bounds it if the test goes wrong."""
+
+    def __init__(self, port, conns=64, close=False, settle=1.0):
+        self.cmd = ["wrk", "-t2", "-c%d" % conns, "-d120s", "--timeout", "5s",
+                    "http://127.0.0.1:%d/" % port]
+        if close:
+            self.cmd[1:1] = ["-H", "Connection: close"]
+        self.settle = settle
+        self.out = ""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        time.sleep(self.settle)  # let wrk open its connections first
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.proc.send_signal(signal.SIGINT)
+            self.out = self.proc.communicate(timeout=30)[0].decode()
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        return False
+
+    def requests(self):
+        m = re.search(r"(\d+) requests in", self.out)
+        assert m, self.out
+        return int(m.group(1))
+
+    def assert_clean(self, min_requests):
+        """At least min_requests, no socket error and no non-2xx."""
+        assert self.requests() >= min_requests, self.out
+        assert wrk_errors(self.out) == (0, 0), self.out
+
+
 def conf_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

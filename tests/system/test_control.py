@@ -19,7 +19,7 @@ import threading
 import time
 
 from conftest import (BUILD, HELLO, ROLLOVER, children, free_port, group_conf,
-                      http_get, pid_alive, recv_all, wait_for, write_conf, wrk_errors)
+                      http_get, pid_alive, recv_all, wait_for, write_conf, WrkLoad)
 
 ROLLOVERCTL = os.path.join(BUILD, "rolloverctl")
 TESTS = os.path.join(BUILD, "tests")
@@ -494,11 +494,7 @@ def test_reload_exit_status_follows_the_rollover(supervisor, tmp_path):
 def test_scale_under_load(supervisor):
     s, port = web(supervisor, workers=2, listen_mode="shared")
     sock = sock_of(s)
-    wrk = subprocess.Popen(["wrk", "-t2", "-c32", "-d60s", "--timeout", "5s",
-                            "http://127.0.0.1:%d/" % port],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        time.sleep(0.7)
+    with WrkLoad(port, conns=32, settle=0.7) as wrk:
         for n in (4, 1, 3, 2, 1, 2):
             ctl_ok("scale", "web", str(n), sock=sock)
             wait_for(lambda: (lambda g: len(g["workers"]) == n and
@@ -506,16 +502,7 @@ def test_scale_under_load(supervisor):
                                   group_of(status(sock), "web")),
                      10, "%d ready workers" % n)
             time.sleep(0.3)
-        wrk.send_signal(signal.SIGINT)
-        out, _ = wrk.communicate(timeout=30)
-    finally:
-        if wrk.poll() is None:
-            wrk.kill()
-            wrk.wait()
-    out = out.decode()
-    assert re.search(r"(\d+) requests in", out), out
-    assert int(re.search(r"(\d+) requests in", out).group(1)) > 1000, out
-    assert wrk_errors(out) == (0, 0), out
+    wrk.assert_clean(1000)
     assert s.count(r"web: scaled from") == 6
     s.wait_workers(2)
 
@@ -750,7 +737,7 @@ def test_sd_notify_sequence(supervisor, tmp_path, monkeypatch):
         t0 = time.monotonic()
         s.signal(signal.SIGHUP)
         s.wait_log(r"web: generation 2 serving after")
-        ev = nl.wait_event("READY", 2)
+        nl.wait_event("READY", 2)
         after = [m for m in nl.events() if m[0] >= t0]
         assert [sorted(set(m[2]) - {"STATUS"}) for m in after] == [
             ["MONOTONIC_USEC", "RELOADING"], ["READY"]], [m[3] for m in after]

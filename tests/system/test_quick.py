@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 from conftest import BUILD, ROLLOVER, free_port, http_get, wait_for
 

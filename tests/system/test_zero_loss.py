@@ -9,12 +9,11 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import BUILD, free_port, group_conf, http_get, wrk_errors
+from conftest import BUILD, WrkLoad, free_port, group_conf, http_get
 
 ROLLOVERS = 50
 
@@ -38,15 +37,7 @@ def test_zero_loss_across_50_rollovers(supervisor, tmp_path, mode):
     s.wait_ready(2)
     assert http_get(port, "/")[1] == "variant a\n"
 
-    # wrk runs until it is interrupted once the rollovers are done (it
-    # then prints its totals); -d only bounds it if the test goes wrong.
-    cmd = ["wrk", "-t2", "-c64", "-d120s", "--timeout", "5s",
-           "http://127.0.0.1:%d/" % port]
-    if mode == "close":
-        cmd[1:1] = ["-H", "Connection: close"]
-    wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        time.sleep(1.0)  # let wrk open its connections first
+    with WrkLoad(port, close=(mode == "close")) as wrk:
         deadline = time.monotonic() + 90
         for i in range(ROLLOVERS):
             assert time.monotonic() < deadline, "rollovers too slow"
@@ -58,19 +49,10 @@ def test_zero_loss_across_50_rollovers(supervisor, tmp_path, mode):
                 replace_binary(os.path.join(BUILD, "tests", variant), app)
             s.wait_log(r"web: generation %d serving after" % gen, timeout=10)
         time.sleep(1.0)  # and some load on the last generation
-        wrk.send_signal(signal.SIGINT)
-        out, _ = wrk.communicate(timeout=30)
-    finally:
-        if wrk.poll() is None:
-            wrk.kill()
-            wrk.wait()
-    out = out.decode()
     log = s.log()
     assert "aborted" not in log
     assert len(re.findall(r"rollover to generation \d+ begun", log)) == ROLLOVERS
-    assert re.search(r"(\d+) requests in", out), out
-    assert int(re.search(r"(\d+) requests in", out).group(1)) > 1000, out
-    assert wrk_errors(out) == (0, 0), out
+    wrk.assert_clean(1000)
     # The last generation answers, and every old worker is gone.
     s.wait_workers(2)
     assert http_get(port, "/pid")[0] == 200

@@ -528,9 +528,11 @@ def test_socket_activation(fresh):
     c.sh("systemctl start %s" % SOCKET, timeout=30)
     assert state(c, SOCKET) == "active"
     assert state(c) == "inactive"
-    # The first connection starts the service, and is answered by it.
+    # The first connection starts the service, and is answered by it.  A
+    # worker may answer before every worker is ready, that is before the
+    # daemon says READY=1: the unit is active once it has.
     assert get(c, "/") == (200, MESSAGE)
-    assert state(c) == "active", diag(c)
+    wait_for(lambda: state(c) == "active", 30, "the service to be active")
     log = invocation_journal(c)
     assert "listening on 127.0.0.1:8080 (from the service manager)" in log, log
     assert generation(c) == 1
@@ -544,6 +546,6 @@ def test_socket_activation(fresh):
     c.sh("systemctl stop %s" % SERVICE, timeout=60)
     assert state(c) == "inactive"
     assert get(c, "/") == (200, MESSAGE)
-    assert state(c) == "active"
+    wait_for(lambda: state(c) == "active", 30, "the service to be active")
     c.sh("systemctl stop %s %s" % (SOCKET, SERVICE), timeout=60)
     assert state(c) == "inactive" and state(c, SOCKET) == "inactive"
