@@ -144,18 +144,28 @@ static void conn_update(struct conn *c);
 
 /* ---- small things ----------------------------------------------------- */
 
+/* One line on stderr, written at once. */
+static void say(const char *what, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void say(const char *what, const char *fmt, va_list ap)
+{
+	char buf[512];
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	fprintf(stderr, PROG ": %s%s\n", what, buf);
+}
+
 static void die(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 
 static void die(const char *fmt, ...)
 {
-	char buf[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	say("", fmt, ap);
 	va_end(ap);
-	fprintf(stderr, PROG ": %s\n", buf);
 	exit(1);
 }
 
@@ -163,13 +173,11 @@ static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void warn(const char *fmt, ...)
 {
-	char buf[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	say("warning: ", fmt, ap);
 	va_end(ap);
-	fprintf(stderr, PROG ": warning: %s\n", buf);
 }
 
 static int64_t now_ms(void)

@@ -168,14 +168,15 @@ def write_conf(path, groups, **top):
 
 
 class Supervisor:
-    """A running `rollover -c CONF`, its log, and what it started."""
+    """A running `rollover -c CONF` (or argv, which execs it), its log,
+    and what it started."""
 
-    def __init__(self, conf, workdir):
+    def __init__(self, conf, workdir, argv=None, logname="rollover.log"):
         self.conf = conf
-        self.logpath = os.path.join(workdir, "rollover.log")
+        self.logpath = os.path.join(workdir, logname)
         self.logf = open(self.logpath, "wb")
         self.proc = subprocess.Popen(
-            [ROLLOVER, "-c", conf], stdin=subprocess.DEVNULL,
+            argv or [ROLLOVER, "-c", conf], stdin=subprocess.DEVNULL,
             stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir)
         self.pid = self.proc.pid
         self.seen = set()

@@ -19,7 +19,8 @@ import threading
 import time
 
 from conftest import (BUILD, HELLO, ROLLOVER, children, free_port, group_conf,
-                      http_get, pid_alive, recv_all, wait_for, write_conf, WrkLoad)
+                      http_get, pid_alive, recv_all, Supervisor, wait_for, write_conf,
+                      WrkLoad)
 
 ROLLOVERCTL = os.path.join(BUILD, "rolloverctl")
 TESTS = os.path.join(BUILD, "tests")
@@ -846,41 +847,19 @@ def test_watchdog_pid_of_another_process_is_ignored(supervisor, tmp_path, monkey
 # ---- 7. socket activation -------------------------------------------------------------
 
 
-class Activated:
+class Activated(Supervisor):
     """systemd-socket-activate -l ADDR rollover -c CONF (it execs the daemon
     at the first connection, so the pids are the same)."""
 
     def __init__(self, tmp_path, listen_port, conf):
-        self.logpath = str(tmp_path / "activated.log")
-        self.logf = open(self.logpath, "wb")
-        self.proc = subprocess.Popen(
-            ["systemd-socket-activate", "-l", "127.0.0.1:%d" % listen_port,
-             ROLLOVER, "-c", conf], stdin=subprocess.DEVNULL,
-            stdout=self.logf, stderr=subprocess.STDOUT, cwd=str(tmp_path))
-        self.pid = self.proc.pid
-        self.seen = set()
+        super().__init__(conf, str(tmp_path), logname="activated.log", argv=[
+            "systemd-socket-activate", "-l", "127.0.0.1:%d" % listen_port,
+            ROLLOVER, "-c", conf])
         wait_for(lambda: "Listening on" in self.log() or self.proc.poll() is not None,
                  10, "systemd-socket-activate to listen")
 
-    def log(self):
-        with open(self.logpath, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def wait_log(self, pattern, timeout=10.0):
-        return wait_for(lambda: re.search(pattern, self.log()), timeout,
-                        "%r in log:\n%s" % (pattern, self.log()[-3000:]))
-
     def kill(self):
-        self.seen.update(children(self.pid))
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        for p in self.seen:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.logf.close()
+        self.kill_all()
 
 
 def test_socket_activation_uses_the_given_socket(tmp_path):

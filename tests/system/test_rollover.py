@@ -277,30 +277,29 @@ def replace_cp_f(app, new, tmp_path):
     subprocess.run(["cp", "-f", new, app], check=True, timeout=10)
 
 
-def replace_like_ld(app, new, tmp_path):
-    """GNU ld: unlink, create 0666 & ~umask, write in pieces, close, chmod."""
+def write_in_pieces(app, new, mode, pieces):
+    """Unlink app, then write new into a new inode in pieces, each pause
+    longer than settle, so that the check runs mid-write."""
     data = open(new, "rb").read()
     os.unlink(app)
-    fd = os.open(app, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    step = len(data) // 4 + 1
+    fd = os.open(app, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    step = len(data) // pieces + 1
     for i in range(0, len(data), step):
         os.write(fd, data[i:i + step])
-        time.sleep(0.15)  # longer than settle: the check runs mid-write
+        time.sleep(0.15)
     os.close(fd)
+
+
+def replace_like_ld(app, new, tmp_path):
+    """GNU ld: unlink, create 0666 & ~umask, write in pieces, close, chmod."""
+    write_in_pieces(app, new, 0o644, 4)
     time.sleep(0.15)      # complete but not executable yet
     os.chmod(app, 0o755)
 
 
 def replace_slow_copy(app, new, tmp_path):
-    """One open (a new inode, executable from the start), chunks 100 ms apart."""
-    data = open(new, "rb").read()
-    os.unlink(app)
-    fd = os.open(app, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o755)
-    step = len(data) // 5 + 1
-    for i in range(0, len(data), step):
-        os.write(fd, data[i:i + step])
-        time.sleep(0.15)
-    os.close(fd)
+    """One open (a new inode, executable from the start), chunks 150 ms apart."""
+    write_in_pieces(app, new, 0o755, 5)
 
 
 def replace_like_lld(app, new, tmp_path):
