@@ -110,7 +110,7 @@ check-unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do echo "== $$t"; $$t || exit 1; done
 
 check-system: all $(TEST_WORKERS)
-	$(PYTHON) -m pytest -q tests/system
+	ROLLOVER_BUILD=$(CURDIR)/$(B) $(PYTHON) -m pytest -q tests/system
 
 check: lint all check-unit check-system check-asan
 
@@ -119,11 +119,11 @@ check: lint all check-unit check-system check-asan
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined
 check-asan:
-	$(MAKE) B=build-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
-	    all $(TEST_WORKERS:$(B)/%=build-asan/%) check-unit
+	$(MAKE) B=$(B)-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
+	    all $(TEST_WORKERS:$(B)/%=$(B)-asan/%) check-unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	ROLLOVER_BUILD=$(CURDIR)/build-asan $(PYTHON) -m pytest -q tests/system
+	ROLLOVER_BUILD=$(CURDIR)/$(B)-asan $(PYTHON) -m pytest -q tests/system
 
 # The shipped units under a real systemd 252 in a systemd-nspawn container
 # (root, debootstrap and systemd-container needed; not part of `make check`,
@@ -134,8 +134,8 @@ check-systemd: all
 # Benchmarks print numbers (and ratios against nginx, measured in the
 # same run); they assert nothing about speed.
 bench: all $(TEST_WORKERS)
-	$(PYTHON) tests/bench/bench_rollover.py
-	$(PYTHON) tests/bench/bench_quick.py
+	ROLLOVER_BUILD=$(CURDIR)/$(B) $(PYTHON) tests/bench/bench_rollover.py
+	ROLLOVER_BUILD=$(CURDIR)/$(B) $(PYTHON) tests/bench/bench_quick.py
 
 # Static checks: formatting, two analysers, and the manual pages.
 LINT_SRCS = supervisor/*.c supervisor/*.h worker/*.c worker/*.h \
@@ -192,6 +192,6 @@ uninstall:
 	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SYSCONFDIR)/rollover
 
 clean:
-	rm -rf $(B) build-asan
+	rm -rf $(B) $(B)-asan
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

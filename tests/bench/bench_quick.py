@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
 from test_quick import SERVER  # noqa: E402  the same server as the test
 
-ROLLOVER = os.path.join(ROOT, "build", "rollover")
+BUILD = os.environ.get("ROLLOVER_BUILD", os.path.join(ROOT, "build"))
+ROLLOVER = os.path.join(BUILD, "rollover")
 EDITS = 20
 
 
