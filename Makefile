@@ -46,7 +46,7 @@ B = build
 
 # The parts that unit tests link against: everything but main.c.
 SUP_LIB_SRCS = supervisor/addr.c supervisor/config.c supervisor/log.c \
-               supervisor/util.c
+               supervisor/request.c supervisor/util.c
 SUP_SRCS     = $(SUP_LIB_SRCS) supervisor/group.c supervisor/listener.c \
                supervisor/loop.c supervisor/notify.c supervisor/pidfile.c \
                supervisor/spawn.c supervisor/worker.c supervisor/binary.c \

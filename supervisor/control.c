@@ -360,8 +360,19 @@ static void config_error_line(const char *line)
 		client_line(reporting, "%s", line);
 }
 
-static void cmd_reload(struct client *c, const char *group, int nowait)
+static void cmd_status(struct client *c, const struct request *r)
 {
+	char *json = status_json();
+
+	(void)r;
+	client_line(c, "%s", json);
+	free(json);
+	client_end(c, "ok");
+}
+
+static void cmd_reload(struct client *c, const struct request *r)
+{
+	const char *group = r->nargs == 1 ? r->args[0] : NULL;
 	struct wgroup *g = NULL;
 
 	if (group != NULL && (g = group_find(group)) == NULL) {
@@ -389,7 +400,7 @@ static void cmd_reload(struct client *c, const char *group, int nowait)
 			if (!h->removed)
 				wait_add(c, h);
 	}
-	if (nowait) {
+	if (r->nowait) {
 		for (size_t i = 0; i < c->nwaits; i++)
 			if (!wait_report(c, &c->waits[i]))
 				client_line(c,
@@ -408,8 +419,9 @@ static void cmd_reload(struct client *c, const char *group, int nowait)
 	wait_check(c);
 }
 
-static void cmd_scale(struct client *c, const char *group, const char *count)
+static void cmd_scale(struct client *c, const struct request *r)
 {
+	const char *group = r->args[0], *count = r->args[1];
 	struct wgroup *g = group_find(group);
 	char err[256] = "";
 	unsigned long n;
@@ -435,53 +447,32 @@ static void cmd_scale(struct client *c, const char *group, const char *count)
 	client_end(c, "ok");
 }
 
-/* Split the request into at most 4 words; returns how many. */
-static int split(char *line, char **w, int max)
+static void cmd_stop(struct client *c, const struct request *r)
 {
-	int n = 0;
-	char *save = NULL;
-
-	for (char *t = strtok_r(line, " \t", &save); t != NULL;
-	     t = strtok_r(NULL, " \t", &save)) {
-		if (n == max)
-			return max + 1;
-		w[n++] = t;
-	}
-	return n;
+	(void)r;
+	client_end(c, "ok");
+	supervisor_stop(0, "control");
 }
+
+/* What carries out each verb of request.c's table. */
+typedef void control_cmd(struct client *c, const struct request *r);
+
+static control_cmd *const control_cmds[] = {
+#define CONTROL_CMD(name, min, max, usage) [VERB_##name] = cmd_##name,
+    REQUEST_VERBS(CONTROL_CMD)
+#undef CONTROL_CMD
+};
 
 static void client_request(struct client *c, char *line)
 {
-	char *w[4];
-	int n = split(line, w, 4);
+	struct request r;
 
 	c->have_request = 1;
 	timer_cancel(&c->timeout);
-	if (n == 0) {
-		client_end(c, "error: empty request");
-	} else if (strcmp(w[0], "status") == 0 && n == 1) {
-		char *json = status_json();
-
-		client_line(c, "%s", json);
-		free(json);
-		client_end(c, "ok");
-	} else if (strcmp(w[0], "reload") == 0 && n <= 3) {
-		int nowait = n > 1 && strcmp(w[n - 1], "--no-wait") == 0;
-		int args = n - 1 - nowait;
-
-		if (args > 1 || (args == 1 && w[1][0] == '-'))
-			client_end(c, "error: usage: reload [GROUP] "
-				      "[--no-wait]");
-		else
-			cmd_reload(c, args == 1 ? w[1] : NULL, nowait);
-	} else if (strcmp(w[0], "scale") == 0 && n == 3) {
-		cmd_scale(c, w[1], w[2]);
-	} else if (strcmp(w[0], "stop") == 0 && n == 1) {
-		client_end(c, "ok");
-		supervisor_stop(0, "control");
-	} else {
-		client_end(c, "error: unknown command '%.64s'", w[0]);
-	}
+	if (request_parse(line, &r) == -1)
+		client_end(c, "error: %s", r.error);
+	else
+		control_cmds[r.verb](c, &r);
 }
 
 /* ---- connections ------------------------------------------------------- */

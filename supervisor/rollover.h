@@ -390,6 +390,43 @@ void watch_init(void);
 void watch_update(void);
 void watch_forget(struct wgroup *g);
 
+/* ---- request.c -------------------------------------------------------- */
+
+/*
+ * The control protocol's verbs, one line each: the verb, the fewest and
+ * the most arguments it takes, and, for a verb that takes the --no-wait
+ * option, its usage line (NULL: no option).  control.c carries verb V out
+ * in cmd_V(), so adding a verb is one line here and that function.
+ * A verb takes at most REQUEST_ARGS_MAX words, --no-wait included.
+ */
+#define REQUEST_VERBS(X)                                                       \
+	X(status, 0, 0, NULL)                                                  \
+	X(reload, 0, 1, "reload [GROUP] [--no-wait]")                          \
+	X(scale, 2, 2, NULL)                                                   \
+	X(stop, 0, 0, NULL)
+
+enum request_verb {
+#define REQUEST_VERB_ENUM(name, min, max, usage) VERB_##name,
+	REQUEST_VERBS(REQUEST_VERB_ENUM)
+#undef REQUEST_VERB_ENUM
+};
+
+#define REQUEST_ARGS_MAX 3
+
+struct request {
+	enum request_verb verb;
+	const char *args[REQUEST_ARGS_MAX]; /* point into the line */
+	int nargs;
+	int nowait;	/* --no-wait was given */
+	char error[96]; /* the answer, after "error: ", to a bad line */
+};
+
+/*
+ * Parse one request line, without its newline, splitting it in place.
+ * 0 with *r filled in, or -1 with r->error set; no I/O, no state.
+ */
+int request_parse(char *line, struct request *r);
+
 /* ---- control.c -------------------------------------------------------- */
 
 /* Bind the control socket; exits with a clear line if another has it. */
