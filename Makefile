@@ -40,7 +40,7 @@ B = build
 .DELETE_ON_ERROR:
 .SUFFIXES:
 .PHONY: all check check-unit check-system check-asan check-systemd run \
-        install uninstall clean lint bench
+        install uninstall clean lint bench fuzz check-fuzz-replay
 
 # ---- the supervisor ----------------------------------------------------
 
@@ -51,7 +51,8 @@ SUP_SRCS     = $(SUP_LIB_SRCS) supervisor/group.c supervisor/listener.c \
                supervisor/loop.c supervisor/notify.c supervisor/pidfile.c \
                supervisor/spawn.c supervisor/worker.c supervisor/binary.c \
                supervisor/control.c supervisor/sdnotify.c supervisor/quick.c \
-               supervisor/watch.c supervisor/main.c
+               supervisor/watch.c supervisor/reaper.c \
+               supervisor/state.c supervisor/upgrade.c supervisor/main.c
 SUP_OBJS     = $(SUP_SRCS:%.c=$(B)/obj/%.o)
 SUP_LIB_OBJS = $(SUP_LIB_SRCS:%.c=$(B)/obj/%.o)
 
@@ -60,11 +61,13 @@ CTL_OBJS = $(CTL_SRCS:%.c=$(B)/obj/%.o)
 
 # ---- the worker library and the example workers ------------------------
 
-WLIB_SRCS = worker/rollover_worker.c
+WLIB_SRCS = worker/rollover_worker.c worker/reactor.c
 WLIB_OBJS = $(WLIB_SRCS:%.c=$(B)/obj/%.o)
-HELLO_OBJS = $(B)/obj/worker/hello.o
+HTTP_OBJS = $(B)/obj/worker/http.o
+HELLO_OBJS = $(B)/obj/worker/hello.o $(HTTP_OBJS)
+ECHO_OBJS = $(B)/obj/worker/echo.o
 
-BINS = $(B)/rollover $(B)/rolloverctl $(B)/rollover-hello
+BINS = $(B)/rollover $(B)/rolloverctl $(B)/rollover-hello $(B)/rollover-echo
 
 all: $(BINS)
 
@@ -81,6 +84,9 @@ $(B)/rolloverctl: $(CTL_OBJS) $(SUP_LIB_OBJS)
 $(B)/rollover-hello: $(HELLO_OBJS) $(WLIB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^
 
+$(B)/rollover-echo: $(ECHO_OBJS) $(WLIB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^
+
 # ---- tests -------------------------------------------------------------
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -91,13 +97,19 @@ $(B)/tests/%: tests/unit/%.c $(SUP_LIB_OBJS)
 	$(CC) $(ALL_CFLAGS) $(CONFIG_CFLAGS) -Isupervisor -o $@ $^ \
 	    $(CONFIG_LIBS) -lcmocka
 
+# The worker library's tests link the worker objects instead.
+WORKER_UNIT_BINS = $(B)/tests/test_reactor $(B)/tests/test_http
+$(WORKER_UNIT_BINS): $(B)/tests/%: tests/unit/%.c $(WLIB_OBJS) $(HTTP_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iworker $(LDFLAGS) -o $@ $^ -lcmocka
+
 # Workers for the system tests: hello variants that answer differently,
 # and binaries that fail in one way each.  Those are built without the
 # sanitizers even under check-asan, so that they fail the way they say.
 TEST_WORKERS = $(B)/tests/hello-a $(B)/tests/hello-b $(B)/tests/bad-exit \
-               $(B)/tests/bad-noready $(B)/tests/bad-crash
+               $(B)/tests/bad-noready $(B)/tests/bad-crash $(B)/tests/bad-slow
 
-$(B)/tests/hello-%: worker/hello.c $(WLIB_OBJS)
+$(B)/tests/hello-%: worker/hello.c $(HTTP_OBJS) $(WLIB_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iworker '-DHELLO_MESSAGE="variant $*\n"' -o $@ $^
 
@@ -106,8 +118,55 @@ $(B)/tests/bad-%: tests/workers/misbehave.c $(WLIB_SRCS)
 	$(CC) -O2 $(BASE_CFLAGS) -Iworker -DMODE_$(shell echo $* | tr a-z A-Z) \
 	    -o $@ $^
 
-check-unit: $(UNIT_BINS)
+check-unit: $(UNIT_BINS) check-fuzz-replay
 	@for t in $(UNIT_BINS); do echo "== $$t"; $$t || exit 1; done
+
+# Fuzzing: libFuzzer harnesses in tests/fuzz/fuzz_NAME.c.  `make fuzz`
+# builds them with clang and runs each for FUZZ_SECONDS, starting from
+# the seeds and regressions in tests/fuzz/ (new inputs go to $(B)/fuzz/,
+# a crash to $(B)/fuzz/crashes/NAME/ and fails the target).  check-unit
+# replays every seed and regression through the same harnesses built with
+# $(CC) and replay.c's main(), so `make check` needs no libFuzzer.
+FUZZ_NAMES    = config request status
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_FLAGS    = -O1 -g -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIB_OBJS = $(SUP_LIB_SRCS:%.c=$(B)/fuzz/obj/%.o)
+FUZZ_ENV      = LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp
+FUZZ_INPUTS   = $$(ls -d tests/fuzz/corpus/$$h tests/fuzz/regressions/$$h \
+                  2>/dev/null)
+
+$(B)/fuzz/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(BASE_CFLAGS) $(CONFIG_CFLAGS) -MMD -MP \
+	    -c -o $@ $<
+
+$(B)/fuzz/fuzz-%: $(B)/fuzz/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(CONFIG_LIBS)
+
+$(B)/fuzz/replay-%: $(B)/obj/tests/fuzz/fuzz_%.o $(B)/obj/tests/fuzz/replay.o \
+                    $(SUP_LIB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CONFIG_LIBS)
+
+fuzz: $(FUZZ_NAMES:%=$(B)/fuzz/fuzz-%)
+	@mkdir -p $(B)/fuzz/tmp
+	@for h in $(FUZZ_NAMES); do echo "== fuzz $$h for $(FUZZ_SECONDS) s"; \
+	    mkdir -p $(B)/fuzz/corpus/$$h $(B)/fuzz/crashes/$$h && \
+	    TMPDIR=$(CURDIR)/$(B)/fuzz/tmp $(FUZZ_ENV) $(B)/fuzz/fuzz-$$h \
+	        -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -dict=tests/fuzz/$$h.dict \
+	        -artifact_prefix=$(B)/fuzz/crashes/$$h/ \
+	        $(B)/fuzz/corpus/$$h $(FUZZ_INPUTS) || exit 1; done
+
+# Named only through the pattern rules above, but worth keeping.
+.SECONDARY: $(FUZZ_NAMES:%=$(B)/obj/tests/fuzz/fuzz_%.o) \
+            $(FUZZ_NAMES:%=$(B)/fuzz/obj/tests/fuzz/fuzz_%.o) \
+            $(B)/obj/tests/fuzz/replay.o $(FUZZ_LIB_OBJS)
+
+check-fuzz-replay: $(FUZZ_NAMES:%=$(B)/fuzz/replay-%)
+	@for h in $(FUZZ_NAMES); do \
+	    $(FUZZ_ENV) $(B)/fuzz/replay-$$h $(FUZZ_INPUTS) || exit 1; done
 
 check-system: all $(TEST_WORKERS)
 	ROLLOVER_BUILD=$(CURDIR)/$(B) $(PYTHON) -m pytest -q tests/system
@@ -136,10 +195,11 @@ check-systemd: all
 bench: all $(TEST_WORKERS)
 	ROLLOVER_BUILD=$(CURDIR)/$(B) $(PYTHON) tests/bench/bench_rollover.py
 	ROLLOVER_BUILD=$(CURDIR)/$(B) $(PYTHON) tests/bench/bench_quick.py
+	ROLLOVER_BUILD=$(CURDIR)/$(B) $(PYTHON) tests/bench/bench_http.py
 
 # Static checks: formatting, two analysers, and the manual pages.
 LINT_SRCS = supervisor/*.c supervisor/*.h worker/*.c worker/*.h \
-            tests/unit/*.c tests/workers/*.c
+            tests/unit/*.c tests/workers/*.c tests/fuzz/*.c tests/fuzz/*.h
 TIDY_CHECKS = -*,clang-analyzer-*,bugprone-*,\
   -bugprone-easily-swappable-parameters,-bugprone-reserved-identifier,\
   -bugprone-narrowing-conversions,-bugprone-macro-parentheses,\
@@ -152,7 +212,8 @@ lint:
 	clang-format --dry-run -Werror $(LINT_SRCS)
 	cppcheck --quiet --error-exitcode=1 --inline-suppr --std=c11 \
 	    --enable=warning,style,performance,portability -D_GNU_SOURCE \
-	    -DMODE_EXIT -Isupervisor -Iworker supervisor worker tests/workers
+	    -DMODE_EXIT -Isupervisor -Iworker supervisor worker tests/workers \
+	    tests/fuzz
 	clang-tidy --quiet --warnings-as-errors='*' -checks='$(TIDY_CHECKS)' \
 	    supervisor/*.c worker/*.c -- -std=gnu11 -D_GNU_SOURCE \
 	    -Isupervisor -Iworker $(CONFIG_CFLAGS)
@@ -170,6 +231,7 @@ install: all
 	install -m 755 $(B)/rollover $(DESTDIR)$(SBINDIR)/rollover
 	install -m 755 $(B)/rolloverctl $(DESTDIR)$(BINDIR)/rolloverctl
 	install -m 755 $(B)/rollover-hello $(DESTDIR)$(LIBEXECDIR)/rollover-hello
+	install -m 755 $(B)/rollover-echo $(DESTDIR)$(LIBEXECDIR)/rollover-echo
 	for m in $(MAN_PAGES); do n=$${m##*/}; d=$(DESTDIR)$(MANDIR)/man$${n##*.}; \
 	    install -d $$d && install -m 644 $$m $$d/$$n || exit 1; done
 	for u in rollover.service rollover.socket; do \
@@ -183,6 +245,7 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/rollover $(DESTDIR)$(BINDIR)/rolloverctl \
 	    $(DESTDIR)$(LIBEXECDIR)/rollover-hello \
+	    $(DESTDIR)$(LIBEXECDIR)/rollover-echo \
 	    $(DESTDIR)$(UNITDIR)/rollover.service \
 	    $(DESTDIR)$(UNITDIR)/rollover.socket
 	for m in $(MAN_PAGES); do n=$${m##*/}; \
@@ -194,4 +257,4 @@ uninstall:
 clean:
 	rm -rf $(B) $(B)-asan
 
--include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(B)/obj $(B)/fuzz -name '*.d' 2>/dev/null)

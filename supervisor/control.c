@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rollover.h"
@@ -65,6 +66,9 @@ static gid_t control_gid;
 static struct client *clients;
 static unsigned nclients;
 static uint64_t started_ms;
+static struct timespec started_at; /* the wall clock, for status */
+static struct client *upgrader;	   /* waits for the upgrade it asked for */
+static char *upgraded_from;	   /* the version before the last upgrade */
 
 static void client_free(struct client *c);
 
@@ -232,9 +236,15 @@ static char *status_json(void)
 
 	buf_add(&b,
 		"{\"pid\":%d,\"version\":\"%s\",\"uptime_ms\":%llu,"
-		"\"groups\":[",
+		"\"started\":%lld.%03ld,\"upgraded_from\":",
 		(int)getpid(), ROLLOVER_VERSION,
-		(unsigned long long)(now_ms() - started_ms));
+		(unsigned long long)(now_ms() - started_ms),
+		(long long)started_at.tv_sec, started_at.tv_nsec / 1000000);
+	if (upgraded_from != NULL)
+		buf_json_string(&b, upgraded_from);
+	else
+		buf_add(&b, "null");
+	buf_add(&b, ",\"groups\":[");
 	for (const struct wgroup *g = groups; g != NULL; g = g->next) {
 		if (g->removed)
 			continue;
@@ -454,6 +464,33 @@ static void cmd_stop(struct client *c, const struct request *r)
 	supervisor_stop(0, "control");
 }
 
+/*
+ * Answered by control_upgrade_done() if the upgrade fails before its
+ * exec, and otherwise by the new program, which inherits this client.
+ */
+static void cmd_upgrade(struct client *c, const struct request *r)
+{
+	char err[512];
+
+	(void)r;
+	if (upgrader != NULL) {
+		client_end(c, "error: an upgrade is in progress");
+		return;
+	}
+	upgrader = c; /* before the state is written: it goes along */
+	if (upgrade_start(err, sizeof(err)) == -1) {
+		upgrader = NULL;
+		client_end(c, "error: %s", err);
+	}
+}
+
+void control_upgrade_done(const char *why)
+{
+	if (upgrader != NULL)
+		client_end(upgrader, "error: %s", why);
+	upgrader = NULL;
+}
+
 /* What carries out each verb of request.c's table. */
 typedef void control_cmd(struct client *c, const struct request *r);
 
@@ -479,6 +516,8 @@ static void client_request(struct client *c, char *line)
 
 static void client_free(struct client *c)
 {
+	if (c == upgrader)
+		upgrader = NULL;
 	struct client **pp;
 
 	for (pp = &clients; *pp != NULL; pp = &(*pp)->next) {
@@ -669,6 +708,7 @@ void control_init(const struct config *c)
 	int r;
 
 	started_ms = now_ms();
+	clock_gettime(CLOCK_REALTIME, &started_at);
 	control_path = xstrdup(c->control);
 	control_mode = c->control_mode;
 	control_gid = c->control_gid;
@@ -731,4 +771,70 @@ void control_close(void)
 		unlink(control_path);
 	free(control_path);
 	control_path = NULL;
+	free(upgraded_from);
+	upgraded_from = NULL;
+}
+
+/* ---- self-upgrade ---------------------------------------------------------- */
+
+void control_save(struct state_out *o)
+{
+	state_put_fd(o, control_fd);
+	state_put_str(o, control_path);
+	state_put_u64(o, control_dev);
+	state_put_u64(o, control_ino);
+	state_put_u64(o, control_mode);
+	state_put_u64(o, control_gid);
+	state_put_fd(o, upgrader != NULL ? upgrader->fd : -1);
+	state_put_str(o, ROLLOVER_VERSION);
+}
+
+static void control_adopt_client(int fd)
+{
+	struct client *c = xcalloc(1, sizeof(*c));
+
+	c->fd = fd;
+	c->have_request = 1;
+	timer_init(&c->timeout, client_timeout, c);
+	c->next = clients;
+	clients = c;
+	nclients++;
+	loop_add(fd, EPOLLIN, client_event, c);
+	client_line(c, "upgraded from rollover %s to %s", upgraded_from,
+		    ROLLOVER_VERSION);
+	client_end(c, "ok");
+}
+
+/* The socket stays the same: clients queued on it during the exec wait. */
+void control_load(struct state_in *in)
+{
+	int fd = state_get_fd(in);
+	char *path = state_get_str(in);
+	dev_t dev = (dev_t)state_get_u64(in);
+	ino_t ino = (ino_t)state_get_u64(in);
+	mode_t mode = (mode_t)state_get_max(in, 07777);
+	gid_t gid = (gid_t)state_get_max(in, UINT32_MAX);
+	int client = state_get_fd(in);
+	char *version = state_get_str(in);
+
+	if (!in->adopt || in->err != NULL || fd < 0 || path == NULL) {
+		if (in->err == NULL && (fd < 0 || path == NULL))
+			in->err = "no control socket";
+		free(path);
+		free(version);
+		return;
+	}
+	started_ms = now_ms();
+	clock_gettime(CLOCK_REALTIME, &started_at);
+	control_fd = fd;
+	control_path = path;
+	control_dev = dev;
+	control_ino = ino;
+	control_mode = mode;
+	control_gid = gid;
+	free(upgraded_from);
+	upgraded_from = version != NULL ? version : xstrdup("?");
+	loop_add(control_fd, EPOLLIN, control_accept, NULL);
+	if (client >= 0)
+		control_adopt_client(client);
 }

@@ -162,7 +162,7 @@ size_t gen_fds(const struct gen *gen, unsigned slot, int *fds, size_t max)
 
 /* ---- generations --------------------------------------------------------- */
 
-static void slot_new(struct gen *gen)
+struct slot *gen_slot_new(struct gen *gen)
 {
 	struct slot *s = xcalloc(1, sizeof(*s));
 
@@ -172,6 +172,7 @@ static void slot_new(struct gen *gen)
 	gen->slots =
 	    xrealloc(gen->slots, (gen->nslots + 1) * sizeof(struct slot *));
 	gen->slots[gen->nslots++] = s;
+	return s;
 }
 
 static struct gen *gen_new(struct wgroup *g, struct config *c,
@@ -189,7 +190,7 @@ static struct gen *gen_new(struct wgroup *g, struct config *c,
 	binary_init(&gen->bin);
 	gen->want = g->workers;
 	for (unsigned i = 0; i < gen->want; i++)
-		slot_new(gen);
+		(void)gen_slot_new(gen);
 	gen->next = g->gens;
 	g->gens = gen;
 	return gen;
@@ -569,7 +570,7 @@ int group_scale(struct wgroup *g, unsigned n, char *err, size_t errlen)
 	}
 	for (unsigned i = old; i < n; i++) {
 		if (i >= gen->nslots)
-			slot_new(gen);
+			(void)gen_slot_new(gen);
 		if (gen_slot_listeners_take(gen, i) == -1) {
 			snprintf(err, errlen,
 				 "%s: cannot open the sockets of "

@@ -273,6 +273,18 @@ static int sockaddr_is(const struct sockaddr_storage *ss, socklen_t len,
 	return 0;
 }
 
+struct listener *listener_first(void)
+{
+	return listeners;
+}
+
+/* A socket handed over by a self-upgrade, with the references it had. */
+void listener_install(struct listener *l)
+{
+	l->next = listeners;
+	listeners = l;
+}
+
 /* The configured address an activated socket is bound to, if any. */
 static const struct addr *activated_match(int fd, const struct config *c,
 					  int *slot)

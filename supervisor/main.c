@@ -27,6 +27,7 @@
 const char *notify_path;
 int devnull_fd = -1;
 int stopping;
+static int stopping_now;
 
 static struct config *config;
 
@@ -67,20 +68,23 @@ static void ensure_std_fds(void)
 		close(fd);
 }
 
-void supervisor_check_stopped(void)
+/* What workers left behind gets as long to stop as workers had. */
+static uint64_t longest_stop_timeout(void)
 {
-	if (stopping && worker_count() == 0)
-		loop_exit(0);
+	uint64_t ms = 0;
+
+	for (size_t i = 0; i < config->ngroups; i++)
+		if (config->groups[i].stop_timeout_ms > ms)
+			ms = config->groups[i].stop_timeout_ms;
+	return ms;
 }
 
-static void reap(void)
+/* Exit once the workers, and whatever they left behind, are gone. */
+void supervisor_check_stopped(void)
 {
-	int status;
-	pid_t pid;
-
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-		if (!worker_reaped(pid, status))
-			log_debug("reaped process %d", (int)pid);
+	if (stopping && worker_count() == 0 &&
+	    reaper_done(stopping_now, longest_stop_timeout()))
+		loop_exit(0);
 }
 
 void supervisor_stop(int immediately, const char *why)
@@ -95,7 +99,14 @@ void supervisor_stop(int immediately, const char *why)
 		control_stopping();
 	}
 	stopping = 1;
+	stopping_now |= immediately;
+	upgrade_stop();
 	group_stop_all(immediately);
+}
+
+struct config *supervisor_config(void)
+{
+	return config;
 }
 
 const char *supervisor_config_path(void)
@@ -197,7 +208,8 @@ static void on_signal(int fd, uint32_t events, void *arg)
 		snprintf(name, sizeof(name), "SIG%s", signal_name(sig));
 		switch (sig) {
 		case SIGCHLD:
-			reap();
+			reaper_reap();
+			supervisor_check_stopped();
 			break;
 		case SIGTERM:
 		case SIGINT:
@@ -223,6 +235,13 @@ static void on_signal(int fd, uint32_t events, void *arg)
 			log_info("SIGUSR1: reopening the log");
 			log_reopen(config->log_file);
 			break;
+		case SIGUSR2: {
+			char err[512];
+
+			log_info("SIGUSR2: upgrading rollover in place");
+			(void)upgrade_start(err, sizeof(err));
+			break;
+		}
 		default:
 			log_warnx("SIG%s: not supported yet; ignored",
 				  signal_name(sig));
@@ -257,9 +276,55 @@ static void cleanup(void)
 {
 	control_close();
 	group_free_all();
+	reaper_free();
 	pidfile_release();
 	config_unref(config);
 	config = NULL;
+}
+
+/* What every start needs, fresh or after an upgrade. */
+static void process_init(char **argv)
+{
+	devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull_fd == -1)
+		fatal(1, "/dev/null");
+	loop_init();
+	signals_init();
+	reaper_init();
+	upgrade_init(argv);
+}
+
+static int run(void)
+{
+	int status;
+
+	watch_update();
+	status = loop_run();
+	log_info("stopped");
+	cleanup();
+	return status;
+}
+
+/*
+ * After the exec of a self-upgrade (SIGUSR2): the state handed over
+ * replaces the config file and the start-up; the workers run on.
+ */
+static int resume(int fd, char **argv)
+{
+	sdnotify_init();
+	watch_init();
+	process_init(argv);
+	config = upgrade_resume(fd, argv);
+	config_ref(config);
+	log_set_level(config->log_level);
+	if (config->pid_file != NULL)
+		pidfile_acquire(config->pid_file);
+	log_reopen(config->log_file);
+	log_info("rollover %s running as pid %d, upgraded in place",
+		 ROLLOVER_VERSION, (int)getpid());
+	reaper_reap(); /* workers that exited during the exec */
+	sdnotify_changed();
+	return run();
 }
 
 static uint64_t parse_count(const char *opt, const char *v, uint64_t max)
@@ -313,8 +378,9 @@ int main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *path = ROLLOVER_DEFAULT_CONFIG;
+	const char *state = getenv("ROLLOVER_STATE_FD");
 	struct quick q = {.workers = 1, .ready_notify = 1};
-	int test = 0, quick = 0, given_c = 0, ch, status;
+	int test = 0, quick = 0, given_c = 0, ch;
 
 	while ((ch = getopt_long(argc, argv, "+c:tl:n:whV", longopts, NULL)) !=
 	       -1) {
@@ -367,8 +433,12 @@ int main(int argc, char **argv)
 	q.argv = argv + optind;
 	q.argc = (size_t)(argc - optind);
 
+	if (state != NULL && getenv("ROLLOVER_STATE_CHECK") != NULL)
+		return upgrade_check(atoi(state));
 	ensure_std_fds();
 	log_init(LOG_INFO);
+	if (state != NULL)
+		return resume(atoi(state), argv);
 	if (!test) {
 		listener_take_activated();
 		sdnotify_init();
@@ -385,12 +455,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(config->log_level);
-
-	devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (devnull_fd == -1)
-		fatal(1, "/dev/null");
-	loop_init();
-	signals_init();
+	process_init(argv);
 	if (config->pid_file != NULL)
 		pidfile_acquire(config->pid_file);
 	control_init(config);
@@ -406,9 +471,5 @@ int main(int argc, char **argv)
 	}
 	/* Only now: a failure to start is said on stderr, where it is seen. */
 	log_reopen(config->log_file);
-	watch_update();
-	status = loop_run();
-	log_info("stopped");
-	cleanup();
-	return status;
+	return run();
 }

@@ -137,3 +137,24 @@ const char *notify_init(void)
 	snprintf(path, sizeof(path), "@%s", notify_name);
 	return path;
 }
+
+void notify_save(struct state_out *o)
+{
+	state_put_fd(o, notify_fd);
+	state_put_str(o, notify_name);
+}
+
+/* Workers started before the upgrade keep sending to the same socket. */
+void notify_load(struct state_in *in)
+{
+	static char path[80];
+	int fd = state_get_fd(in);
+
+	state_get_buf(in, notify_name, sizeof(notify_name));
+	if (!in->adopt || in->err != NULL)
+		return;
+	notify_fd = fd;
+	loop_add(notify_fd, EPOLLIN, notify_read, NULL);
+	snprintf(path, sizeof(path), "@%s", notify_name);
+	notify_path = path;
+}

@@ -12,6 +12,9 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+struct state_in;
+struct state_out;
+
 #define ROLLOVER_VERSION "0.1.0"
 
 /* Exit statuses, as the design card fixes them. */
@@ -84,6 +87,14 @@ struct origin {
 	int line;
 };
 
+/* One resource limit of a group's workers, set between fork and exec. */
+#define LIMIT_INFINITY UINT64_MAX
+struct limit_conf {
+	int resource;  /* RLIMIT_NOFILE, RLIMIT_CORE, ... */
+	uint64_t soft; /* the soft limit; LIMIT_INFINITY: unlimited */
+	uint64_t hard; /* the hard limit; LIMIT_INFINITY: unlimited */
+};
+
 struct group_conf {
 	struct origin at;
 	char *name;
@@ -99,8 +110,13 @@ struct group_conf {
 	gid_t gid;	      /* resolved when user or group is set */
 	gid_t *supplementary; /* the user's groups (getgrouplist) */
 	size_t nsupplementary;
-	unsigned workers;	/* resolved: never 0 */
-	unsigned rollout_batch; /* 0: start every new worker at once */
+	int umask_set;		   /* 0: the supervisor's umask is inherited */
+	mode_t umask;		   /* the workers' umask, if umask_set */
+	int no_new_privs;	   /* 1: PR_SET_NO_NEW_PRIVS before exec */
+	struct limit_conf *limits; /* nlimits of them, one per resource */
+	size_t nlimits;		   /* 0: the supervisor's limits */
+	unsigned workers;	   /* resolved: never 0 */
+	unsigned rollout_batch;	   /* 0: start every new worker at once */
 	struct addr *listen;
 	struct origin *listen_at;
 	size_t nlisten;
@@ -139,6 +155,8 @@ struct config {
 struct config *config_load(const char *path, void (*report)(const char *line));
 void config_free(struct config *c);
 const struct group_conf *config_group(const struct config *c, const char *name);
+/* The name of an RLIMIT_* in `limits`: "nofile"; "?" if not one. */
+const char *config_limit_name(int resource);
 
 /* ---- loop.c ----------------------------------------------------------- */
 
@@ -182,6 +200,11 @@ struct spawn {
 	gid_t gid;
 	const gid_t *groups;
 	size_t ngroups;
+	int umask_set;			 /* 0: keep the umask */
+	mode_t umask;			 /* if umask_set */
+	int no_new_privs;		 /* 1: PR_SET_NO_NEW_PRIVS */
+	const struct limit_conf *limits; /* set before the drop */
+	size_t nlimits;
 };
 
 /*
@@ -229,6 +252,9 @@ struct listener {
  */
 struct listener *listener_get(const struct addr *a, int slot, int backlog);
 void listener_put(struct listener *l);
+/* Self-upgrade: every socket held, and one handed over to install. */
+struct listener *listener_first(void);
+void listener_install(struct listener *l);
 /* Socket activation: take LISTEN_FDS early, adopt them once c is read. */
 void listener_take_activated(void);
 void listener_adopt(const struct config *c);
@@ -237,6 +263,9 @@ void listener_adopt(const struct config *c);
 
 /* Bind the NOTIFY_SOCKET; returns its address as workers should see it. */
 const char *notify_init(void);
+/* Self-upgrade: the socket is handed over, since workers know its name. */
+void notify_save(struct state_out *o);
+void notify_load(struct state_in *in);
 
 /* ---- worker.c --------------------------------------------------------- */
 
@@ -277,6 +306,9 @@ void worker_stop(struct worker *w);
 void worker_kill(struct worker *w);
 struct worker *worker_find(pid_t pid);
 struct worker *worker_first(void);
+/* Self-upgrade: a worker read from the state, then made live. */
+void worker_timer_init(struct worker *w);
+void worker_install(struct worker *w);
 /* Called for each reaped child; returns 0 if the pid was not a worker. */
 int worker_reaped(pid_t pid, int status);
 unsigned worker_count(void);
@@ -377,6 +409,8 @@ struct wgroup *group_find(const char *name);
 int group_scale(struct wgroup *g, unsigned n, char *err, size_t errlen);
 void group_stop_all(int immediately);
 size_t gen_fds(const struct gen *gen, unsigned slot, int *fds, size_t max);
+/* Append a slot to gen (a scale-up, or a state being read). */
+struct slot *gen_slot_new(struct gen *gen);
 void gen_worker_ready(struct worker *w);
 void gen_worker_not_ready(struct worker *w);
 void gen_worker_exited(struct worker *w, int status);
@@ -403,7 +437,8 @@ void watch_forget(struct wgroup *g);
 	X(status, 0, 0, NULL)                                                  \
 	X(reload, 0, 1, "reload [GROUP] [--no-wait]")                          \
 	X(scale, 2, 2, NULL)                                                   \
-	X(stop, 0, 0, NULL)
+	X(stop, 0, 0, NULL)                                                    \
+	X(upgrade, 0, 0, NULL)
 
 enum request_verb {
 #define REQUEST_VERB_ENUM(name, min, max, usage) VERB_##name,
@@ -439,6 +474,11 @@ void control_forget(const struct wgroup *g);
 void control_close(void);
 /* The supervisor stops: clients waiting for a rollover are told so. */
 void control_stopping(void);
+/* Self-upgrade: the socket, and the client that asked for the upgrade. */
+void control_save(struct state_out *o);
+void control_load(struct state_in *in);
+/* The upgrade failed (why), before the exec: tell whoever asked. */
+void control_upgrade_done(const char *why);
 
 /* ---- sdnotify.c ------------------------------------------------------- */
 
@@ -447,6 +487,9 @@ void sdnotify_init(void);
 void sdnotify_changed(void);
 void sdnotify_begun(void);
 void sdnotify_stopping(void);
+/* Self-upgrade: the manager's socket and what it was told. */
+void sdnotify_save(struct state_out *o);
+void sdnotify_load(struct state_in *in);
 
 /* ---- quick.c ---------------------------------------------------------- */
 
@@ -471,6 +514,73 @@ struct config *quick_config(const struct quick *q);
 void quick_started(const struct config *c);
 void quick_rollover_done(const struct wgroup *g);
 
+/* ---- state.c ---------------------------------------------------------- */
+
+/* The state being written for a self-upgrade, and the fds it hands over. */
+struct state_out {
+	unsigned char *p;
+	size_t len, cap;
+	int *fds;
+	size_t nfds;
+};
+
+/* A state being read; err is the first thing found wrong, if any. */
+struct state_in {
+	const unsigned char *p;
+	size_t len, off;
+	const char *err;
+	int adopt; /* install what is read (else only check it) */
+	int quick;
+	int *fds;
+	size_t nfds;
+};
+
+/* Every group, generation, worker and socket, with running first. */
+void state_save(struct state_out *o, struct config *running);
+/*
+ * Read a state from fd.  Checking (adopt 0) returns NULL, with *err
+ * NULL if the state is good.  Adopting installs it and returns the
+ * running config (the caller takes a reference); NULL with *err if the
+ * state is bad, and then nothing was installed.
+ */
+struct config *state_load(int fd, int adopt, const char **err);
+/* For the other files' own parts of the state, read and written in place. */
+void state_put_u64(struct state_out *o, uint64_t v);
+void state_put_str(struct state_out *o, const char *s);
+void state_put_fd(struct state_out *o, int fd);
+uint64_t state_get_u64(struct state_in *in);
+uint64_t state_get_max(struct state_in *in, uint64_t max);
+char *state_get_str(struct state_in *in); /* malloc'd; NULL is NULL */
+void state_get_buf(struct state_in *in, char *buf, size_t size);
+int state_get_fd(struct state_in *in);
+
+/* ---- upgrade.c -------------------------------------------------------- */
+
+void upgrade_init(char **argv);
+/* SIGUSR2 or `upgrade`: 0 once begun (it ends in an exec, or in
+ * control_upgrade_done()), -1 with err if it cannot begin. */
+int upgrade_start(char *err, size_t errlen);
+/* Called for each reaped child; 0 if it was not the check run. */
+int upgrade_reaped(pid_t pid, int status);
+void upgrade_stop(void);
+/* The new program: ROLLOVER_STATE_CHECK set, and then not. */
+int upgrade_check(int fd);
+struct config *upgrade_resume(int fd, char **argv);
+
+/* ---- reaper.c --------------------------------------------------------- */
+
+/* Become a child subreaper, so that what workers abandon stays ours. */
+void reaper_init(void);
+/* SIGCHLD: reap every child that has exited, workers or not. */
+void reaper_reap(void);
+/*
+ * The workers are gone: 1 if no child is left; otherwise stop the ones
+ * left behind (SIGTERM, SIGKILL after grace_ms, or SIGKILL at once) and
+ * return 0 until they are gone.
+ */
+int reaper_done(int immediately, uint64_t grace_ms);
+void reaper_free(void);
+
 /* ---- pidfile.c -------------------------------------------------------- */
 
 /* Lock and write the pid file; exits with a clear line if it is held. */
@@ -487,6 +597,7 @@ void supervisor_stop(int immediately, const char *why);
 /* Re-read the config and apply it; -1 (errors to report) if it is bad. */
 int supervisor_reload(enum trigger t, void (*report)(const char *line));
 const char *supervisor_config_path(void);
+struct config *supervisor_config(void);
 /* From group.c: a rollover began or ended. */
 void supervisor_rollover_event(struct wgroup *g);
 

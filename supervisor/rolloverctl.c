@@ -34,7 +34,7 @@
 #define CTL_REPLY_MAX	(64 << 20) /* a line longer than this is garbage */
 #define JSON_DEPTH_MAX	64
 
-enum ctl_cmd { CMD_STATUS, CMD_RELOAD, CMD_SCALE, CMD_STOP };
+enum ctl_cmd { CMD_STATUS, CMD_RELOAD, CMD_SCALE, CMD_STOP, CMD_UPGRADE };
 
 /* The bytes of a reply not yet split into lines. */
 struct reply {
@@ -63,6 +63,7 @@ static void __attribute__((noreturn)) usage(int status)
 		"[--no-wait]\n"
 		"       rolloverctl [-c FILE | -S SOCKET] scale GROUP N\n"
 		"       rolloverctl [-c FILE | -S SOCKET] stop\n"
+		"       rolloverctl [-c FILE | -S SOCKET] upgrade\n"
 		"       rolloverctl -V | -h\n"
 		"Without -c or -S, the socket is the one %s names, if it "
 		"exists.\n",
@@ -191,6 +192,12 @@ static void ctl_parse_command(struct ctl *ctl, int argc, char **argv)
 		if (argc != 1)
 			ctl_bad_arg(cmd, argv[1]);
 		ctl_request(ctl, "stop\n");
+	} else if (strcmp(cmd, "upgrade") == 0) {
+		ctl->cmd = CMD_UPGRADE;
+		ctl->timeout_ms = 3 * CTL_TIMEOUT_MS; /* the check run: 10 s */
+		if (argc != 1)
+			ctl_bad_arg(cmd, argv[1]);
+		ctl_request(ctl, "upgrade\n");
 	} else {
 		fprintf(stderr, "rolloverctl: unknown command '%s'\n", cmd);
 		usage(EXIT_USAGE);
@@ -1069,7 +1076,7 @@ static void status_print(const char *line)
 	const struct json *list;
 	struct json top;
 	const char *err;
-	char pid[32], up[32], version[64];
+	char pid[32], up[32], version[64], from[64];
 	size_t at;
 
 	if (json_parse(line, &top, &err, &at) == -1)
@@ -1077,11 +1084,17 @@ static void status_print(const char *line)
 			 err, at + 1);
 	if (top.type != JSON_OBJECT)
 		ctl_fail(1, "cannot read the daemon's status: not an object");
-	printf("rollover %s, pid %s, up %s\n",
+	printf("rollover %s, pid %s, up %s",
 	       text_cell(json_get_type(&top, "version", JSON_STRING), version,
 			 sizeof(version)),
 	       int_cell(&top, "pid", pid, sizeof(pid)),
 	       uptime_cell(&top, "uptime_ms", up, sizeof(up)));
+	if (json_get_type(&top, "upgraded_from", JSON_STRING) != NULL)
+		printf(
+		    " (upgraded in place from %s)",
+		    text_cell(json_get_type(&top, "upgraded_from", JSON_STRING),
+			      from, sizeof(from)));
+	printf("\n");
 	list = json_get_type(&top, "groups", JSON_ARRAY);
 	for (size_t i = 0; list != NULL && i < list->len; i++)
 		status_group(&list->items[i]);

@@ -119,6 +119,21 @@ static void sd_watchdog_fire(void *arg)
 	timer_set(&sd_watchdog, sd_watchdog_ms);
 }
 
+/* A path, or "@name" in the abstract namespace; others are ignored. */
+static void sd_open(const char *path)
+{
+	if ((path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof(sd_addr.sun_path))
+		return;
+	sd_addr.sun_family = AF_UNIX;
+	strcpy(sd_addr.sun_path, path);
+	if (path[0] == '@')
+		sd_addr.sun_path[0] = '\0';
+	sd_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+			     strlen(path) + (path[0] == '/'));
+	sd_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
+
 /* Reads and unsets NOTIFY_SOCKET and WATCHDOG_*: they are ours only. */
 void sdnotify_init(void)
 {
@@ -128,16 +143,8 @@ void sdnotify_init(void)
 
 	timer_init(&sd_check_timer, sd_check, NULL);
 	timer_init(&sd_watchdog, sd_watchdog_fire, NULL);
-	if (path != NULL && (path[0] == '/' || path[0] == '@') &&
-	    strlen(path) < sizeof(sd_addr.sun_path)) {
-		sd_addr.sun_family = AF_UNIX;
-		strcpy(sd_addr.sun_path, path);
-		if (path[0] == '@')
-			sd_addr.sun_path[0] = '\0';
-		sd_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
-				     strlen(path) + (path[0] == '/'));
-		sd_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	}
+	if (path != NULL)
+		sd_open(path);
 	if (sd_fd != -1 && wusec != NULL &&
 	    (wpid == NULL || atol(wpid) == (long)getpid()) &&
 	    strtoull(wusec, NULL, 10) >= 2000) {
@@ -178,4 +185,39 @@ void sdnotify_stopping(void)
 {
 	timer_cancel(&sd_check_timer);
 	sd_send("STOPPING=1\nSTATUS=stopping");
+}
+
+void sdnotify_save(struct state_out *o)
+{
+	char path[sizeof(sd_addr.sun_path) + 1] = "";
+
+	if (sd_fd != -1) {
+		size_t n = sd_len - offsetof(struct sockaddr_un, sun_path);
+
+		memcpy(path, sd_addr.sun_path, n);
+		path[n] = '\0';
+		if (path[0] == '\0')
+			path[0] = '@';
+	}
+	state_put_str(o, sd_fd != -1 ? path : NULL);
+	state_put_u64(o, (uint64_t)sd_ready);
+	state_put_u64(o, sd_watchdog_ms);
+}
+
+/* The manager still waits for our notifications, under the same PID. */
+void sdnotify_load(struct state_in *in)
+{
+	char *path = state_get_str(in);
+	int ready = (int)state_get_max(in, 1);
+	uint64_t watchdog_ms = state_get_u64(in);
+
+	if (in->adopt && in->err == NULL && path != NULL)
+		sd_open(path);
+	if (in->adopt && in->err == NULL) {
+		sd_ready = ready;
+		sd_watchdog_ms = watchdog_ms;
+		if (sd_fd != -1 && sd_watchdog_ms > 0)
+			timer_set(&sd_watchdog, sd_watchdog_ms);
+	}
+	free(path);
 }

@@ -239,6 +239,11 @@ struct worker *worker_start(struct gen *g, unsigned slot, int *err)
 	sp.gid = gc->gid;
 	sp.groups = gc->supplementary;
 	sp.ngroups = gc->nsupplementary;
+	sp.umask_set = gc->umask_set;
+	sp.umask = gc->umask;
+	sp.no_new_privs = gc->no_new_privs;
+	sp.limits = gc->limits;
+	sp.nlimits = gc->nlimits;
 	pid = spawn_process(&sp, &what, err);
 	free((void *)sp.argv);
 	env_free(&env);
@@ -291,6 +296,18 @@ void worker_kill(struct worker *w)
 	if (kill(-w->pid, SIGKILL) == -1 && errno != ESRCH)
 		log_warn("%s: kill process group", wname(w));
 	(void)kill(w->pid, SIGKILL);
+}
+
+void worker_timer_init(struct worker *w)
+{
+	timer_init(&w->timer, on_timer, w);
+}
+
+/* A worker handed over by a self-upgrade: its timer is armed after. */
+void worker_install(struct worker *w)
+{
+	w->next = workers;
+	workers = w;
 }
 
 struct worker *worker_find(pid_t pid)

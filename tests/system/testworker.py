@@ -8,6 +8,7 @@ library in worker/.
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -27,6 +28,23 @@ def notify(msg):
         s.close()
 
 
+def status_field(name):
+    for line in open("/proc/self/status"):
+        if line.startswith(name + ":"):
+            return line.split()[1]
+    return None
+
+
+def limits():
+    """/proc/self/limits as {"Max open files": ["1024", "4096"], ...}."""
+    out = {}
+    for line in open("/proc/self/limits").readlines()[1:]:
+        m = re.match(r"(Max .+?)\s{2,}(\S+)\s+(\S+)", line)
+        if m:
+            out[m.group(1)] = [m.group(2), m.group(3)]
+    return out
+
+
 def dump(path):
     fds = {}
     for fd in os.listdir("/proc/self/fd"):
@@ -44,11 +62,37 @@ def dump(path):
         "sigign": open("/proc/self/status").read().split("SigIgn:")[1].split()[0],
         "pgid": os.getpgid(0),
         "sid": os.getsid(0),
+        "umask": status_field("Umask"),
+        "nonewprivs": status_field("NoNewPrivs"),
+        "limits": limits(),
+        "uid": os.getresuid(),
+        "gid": os.getresgid(),
+        "groups": sorted(os.getgroups()),
     }
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(info, f)
     os.rename(tmp, path)
+
+
+def orphan(path, life, ignore_term):
+    """Leave a daemon behind: fork twice, the middle one exits, so that
+    the grandchild is orphaned out of our process group and session."""
+    pid = os.fork()
+    if pid > 0:
+        os.waitpid(pid, 0)
+        return
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    if ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("%d\n" % os.getpid())
+    os.rename(tmp, path)
+    time.sleep(life)
+    os._exit(0)
 
 
 def serve(deadline_check):
@@ -72,7 +116,13 @@ def main():
     ap.add_argument("--stop-delay", type=float, default=0.0)
     ap.add_argument("--dump", help="write env, fds and signal state here")
     ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--orphan", help="leave a daemon behind, its pid here")
+    ap.add_argument("--orphan-life", type=float, default=60.0)
+    ap.add_argument("--orphan-ignore-term", action="store_true")
     a = ap.parse_args()
+
+    if a.orphan:
+        orphan(a.orphan, a.orphan_life, a.orphan_ignore_term)
 
     if a.dump:
         d = a.dump.replace("%p", str(os.getpid()))

@@ -1,0 +1,189 @@
+"""Self-upgrade (SIGUSR2, `rolloverctl upgrade`): the supervisor re-execs
+its own binary in place.  Its pid, its workers and its sockets stay; the
+clients see nothing; a broken new binary is refused and the old one runs on.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from conftest import (BUILD, HELLO, ROLLOVER, TESTWORKER, Supervisor,
+                      WrkLoad, assert_no_sanitizer_report, free_port,
+                      group_conf, http_get, wait_for, write_conf)
+
+ROLLOVERCTL = os.path.join(BUILD, "rolloverctl")
+
+
+def install(src, dst):
+    """Replace dst the way a package manager does: copy, then rename."""
+    shutil.copy2(src, dst + ".new")
+    os.rename(dst + ".new", dst)
+
+
+def ctl(sock, *args):
+    return subprocess.run([ROLLOVERCTL, "-S", sock] + list(args),
+                          capture_output=True, text=True, timeout=60)
+
+
+def status(sock):
+    r = ctl(sock, "status", "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def worker_pids(st):
+    return sorted(w["pid"] for g in st["groups"] for w in g["workers"])
+
+
+class Upgradable:
+    """rollover run from a copy of its binary, which a test can replace."""
+
+    def __init__(self, tmp_path, groups):
+        self.dir = str(tmp_path)
+        self.bin = os.path.join(self.dir, "rollover")
+        install(ROLLOVER, self.bin)
+        self.sock = os.path.join(self.dir, "control.sock")
+        self.conf = write_conf(os.path.join(self.dir, "rollover.conf"), groups)
+        self.s = Supervisor(self.conf, self.dir, argv=[self.bin, "-c", self.conf])
+
+    def close(self):
+        self.s.kill_all()
+        assert_no_sanitizer_report(self.s.log())
+
+
+def hello_group(port, **kw):
+    return group_conf(name="web", command=HELLO, workers=2,
+                      listen=["127.0.0.1:%d" % port], **kw)
+
+
+def test_upgrade_under_load_keeps_pid_workers_and_connections(tmp_path):
+    port = free_port()
+    u = Upgradable(tmp_path, [hello_group(port)])
+    try:
+        u.s.wait_ready(2)
+        before = status(u.sock)
+        pids = worker_pids(before)
+        with WrkLoad(port) as load:
+            for i in range(6):
+                install(ROLLOVER, u.bin)  # a new file at the same path
+                if i % 2 == 0:
+                    r = ctl(u.sock, "upgrade")
+                    assert r.returncode == 0, r.stderr
+                    assert "upgraded from rollover" in r.stdout
+                else:
+                    u.s.signal(signal.SIGUSR2)
+                    u.s.wait_log("upgraded in place", n=i + 1)
+                time.sleep(0.2)
+        load.assert_clean(1000)
+        after = status(u.sock)
+        assert after["pid"] == u.s.pid == before["pid"]
+        assert worker_pids(after) == pids
+        assert after["started"] > before["started"]
+        assert after["upgraded_from"] == before["version"]
+        assert before["upgraded_from"] is None
+        assert after["groups"][0]["generation"] == 1
+        assert u.s.count("upgraded in place") == 6
+        # Still a supervisor: a rollover works, and a stop is clean.
+        assert ctl(u.sock, "reload").returncode == 0
+        assert http_get(port, "/pid")[0] == 200
+        u.s.signal(signal.SIGTERM)
+        assert u.s.wait_exit() == 0
+    finally:
+        u.close()
+
+
+def test_broken_new_binary_is_refused_and_the_old_one_runs_on(tmp_path):
+    port = free_port()
+    u = Upgradable(tmp_path, [hello_group(port)])
+    try:
+        u.s.wait_ready(2)
+        pids = worker_pids(status(u.sock))
+        script = os.path.join(u.dir, "fails.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\necho 'new build is broken' >&2\nexit 1\n")
+        os.chmod(script, 0o755)
+        with open(ROLLOVER, "rb") as f:
+            half = f.read(4096)  # an ELF cut short
+        cases = [
+            ("/bin/false", "exited with status 1 while checking the state"),
+            (script, "exited with status 1 while checking the state"),
+            (None, "incomplete ELF"),
+        ]
+        for src, why in cases:
+            if src is None:
+                with open(u.bin + ".new", "wb") as f:
+                    f.write(half)
+                os.chmod(u.bin + ".new", 0o755)
+                os.rename(u.bin + ".new", u.bin)
+            else:
+                install(src, u.bin)
+            r = ctl(u.sock, "upgrade")
+            assert r.returncode == 1, (r.stdout, r.stderr)
+            assert why in r.stderr, r.stderr
+            assert http_get(port, "/")[0] == 200
+        st = status(u.sock)
+        assert st["pid"] == u.s.pid and st["upgraded_from"] is None
+        assert worker_pids(st) == pids
+        assert u.s.count("upgrade failed") == 3
+        # A good binary at the path again: the upgrade goes through.
+        install(ROLLOVER, u.bin)
+        assert ctl(u.sock, "upgrade").returncode == 0
+        assert worker_pids(status(u.sock)) == pids
+    finally:
+        u.close()
+
+
+def test_upgrade_in_the_middle_of_a_rollover(tmp_path):
+    """A generation still starting is handed over with its timers: it is
+    promoted after the upgrade, and the old one drains then."""
+    port = free_port()
+    u = Upgradable(tmp_path, [group_conf(
+        name="slow", command=TESTWORKER, args=["--serve"], workers=2,
+        listen=["127.0.0.1:%d" % port], ready=1.5)])
+    try:
+        u.s.wait_log(r"generation 1 ready after", timeout=15)
+        old = worker_pids(status(u.sock))
+        assert ctl(u.sock, "reload", "--no-wait").returncode == 0
+        u.s.wait_log(r"generation 2\) started", n=2)
+        r = ctl(u.sock, "upgrade")
+        assert r.returncode == 0, r.stderr
+        st = status(u.sock)
+        assert st["groups"][0]["last_rollover"]["result"] == "running"
+        u.s.wait_log(r"generation 2 serving after", timeout=15)
+        log = u.s.log()
+        assert log.index("upgraded in place") < log.index("generation 2 serving")
+        wait_for(lambda: all(p not in worker_pids(status(u.sock)) for p in old),
+                 what="generation 1 gone")
+        st = status(u.sock)
+        assert st["groups"][0]["generation"] == 2
+        assert len(st["groups"][0]["workers"]) == 2
+    finally:
+        u.close()
+
+
+def test_upgrade_in_quick_mode(tmp_path, monkeypatch):
+    """No config file: the command line's settings are handed over too."""
+    port = free_port()
+    binary = os.path.join(str(tmp_path), "rollover")
+    install(ROLLOVER, binary)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    s = Supervisor(None, str(tmp_path),
+                   argv=[binary, "-l", "127.0.0.1:%d" % port, "--", HELLO])
+    try:
+        sock = os.path.join(str(tmp_path), "rollover-%d.sock" % s.pid)
+        wait_for(lambda: os.path.exists(sock), what="the control socket")
+        wait_for(lambda: worker_pids(status(sock)), what="a worker")
+        pids = worker_pids(status(sock))
+        s.signal(signal.SIGUSR2)
+        wait_for(lambda: status(sock)["upgraded_from"] is not None,
+                 what="the upgrade")
+        assert worker_pids(status(sock)) == pids
+        assert http_get(port, "/")[0] == 200
+        s.signal(signal.SIGHUP)  # quick mode: roll over, same settings
+        s.wait_log("reloaded in")
+        assert worker_pids(status(sock)) != pids
+    finally:
+        s.kill_all()
+        assert_no_sanitizer_report(s.log())
