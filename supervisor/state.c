@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -234,6 +235,15 @@ static void put_group_conf(struct state_out *o, const struct group_conf *g)
 	put_strv(o, g->watch_paths, g->nwatch_paths);
 	state_put_u64(o, g->settle_ms);
 	state_put_u64(o, g->settle_max_ms);
+	state_put_u64(o, (uint64_t)g->umask_set);
+	state_put_u64(o, g->umask);
+	state_put_u64(o, (uint64_t)g->no_new_privs);
+	state_put_u64(o, g->nlimits);
+	for (size_t i = 0; i < g->nlimits; i++) {
+		state_put_u64(o, (uint64_t)g->limits[i].resource);
+		state_put_u64(o, g->limits[i].soft);
+		state_put_u64(o, g->limits[i].hard);
+	}
 }
 
 static void get_group_conf(struct state_in *in, struct group_conf *g)
@@ -275,6 +285,17 @@ static void get_group_conf(struct state_in *in, struct group_conf *g)
 	g->watch_paths = get_strv(in, &g->nwatch_paths);
 	g->settle_ms = state_get_u64(in);
 	g->settle_max_ms = state_get_u64(in);
+	g->umask_set = (int)state_get_max(in, 1);
+	g->umask = (mode_t)state_get_max(in, 0777);
+	g->no_new_privs = (int)state_get_max(in, 1);
+	g->nlimits = state_get_max(in, RLIM_NLIMITS);
+	g->limits = xcalloc(g->nlimits + 1, sizeof(*g->limits));
+	for (size_t i = 0; i < g->nlimits; i++) {
+		g->limits[i].resource =
+		    (int)state_get_max(in, RLIM_NLIMITS - 1);
+		g->limits[i].soft = state_get_u64(in);
+		g->limits[i].hard = state_get_u64(in);
+	}
 	if (in->err == NULL && (g->name == NULL || g->command == NULL ||
 				g->workers == 0 || g->stop_signal == 0))
 		state_fail(in, "a group without a name, command or workers");
