@@ -12,7 +12,10 @@
  * config means the same thing however it is run.  They are stored
  * absolute.
  */
+#include <linux/capability.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 
 #include <ctype.h>
@@ -699,6 +702,266 @@ static void config_group_settle_max(struct config_ctx *x,
 		gx->settle_max = s;
 }
 
+/* ---- umask, no_new_privs and limits ------------------------------------- */
+
+/*
+ * An octal string, as control_mode is: libconfig has no octal literals,
+ * and a decimal 27 that means 027 is an easy slip.
+ */
+static void config_group_umask(struct config_ctx *x, struct config_gctx *gx,
+			       const config_setting_t *s)
+{
+	const char *v = config_setting_type(s) == CONFIG_TYPE_STRING
+			    ? config_setting_get_string(s)
+			    : "";
+	size_t n = strlen(v);
+	unsigned long mode = strtoul(v, NULL, 8);
+
+	if (n == 0 || n > 4 || strspn(v, "01234567") != n || mode > 0777) {
+		config_fail(x, s,
+			    "'umask' must be an octal mode in a string, "
+			    "like \"0027\"");
+		return;
+	}
+	gx->g->umask_set = 1;
+	gx->g->umask = (mode_t)mode;
+}
+
+static void config_group_no_new_privs(struct config_ctx *x,
+				      struct config_gctx *gx,
+				      const config_setting_t *s)
+{
+	config_want_bool(x, s, &gx->g->no_new_privs);
+}
+
+/* The names of setrlimit(2)'s resources, as prlimit(1) has them. */
+static const struct config_limit {
+	const char *name;
+	int resource;
+} config_limits[] = {
+    {"as", RLIMIT_AS},
+    {"core", RLIMIT_CORE},
+    {"cpu", RLIMIT_CPU},
+    {"data", RLIMIT_DATA},
+    {"fsize", RLIMIT_FSIZE},
+    {"locks", RLIMIT_LOCKS},
+    {"memlock", RLIMIT_MEMLOCK},
+    {"msgqueue", RLIMIT_MSGQUEUE},
+    {"nice", RLIMIT_NICE},
+    {"nofile", RLIMIT_NOFILE},
+    {"nproc", RLIMIT_NPROC},
+    {"rss", RLIMIT_RSS},
+    {"rtprio", RLIMIT_RTPRIO},
+    {"rttime", RLIMIT_RTTIME},
+    {"sigpending", RLIMIT_SIGPENDING},
+    {"stack", RLIMIT_STACK},
+};
+
+const char *config_limit_name(int resource)
+{
+	for (size_t i = 0; i < ARRAY_LEN(config_limits); i++)
+		if (config_limits[i].resource == resource)
+			return config_limits[i].name;
+	return "?";
+}
+
+static const struct config_limit *config_limit_find(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(config_limits); i++)
+		if (strcmp(config_limits[i].name, name) == 0)
+			return &config_limits[i];
+	return NULL;
+}
+
+/* A limit as a person writes it, into buf. */
+static const char *config_limit_str(uint64_t v, char *buf, size_t len)
+{
+	if (v == LIMIT_INFINITY)
+		snprintf(buf, len, "infinity");
+	else
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	return buf;
+}
+
+static uint64_t config_rlim(rlim_t v)
+{
+	return v == RLIM_INFINITY ? LIMIT_INFINITY : (uint64_t)v;
+}
+
+/*
+ * A number from 0, or "infinity".  libconfig wraps a literal beyond 32
+ * bits that lacks the L suffix, often to a negative number: say so.
+ */
+static int config_limit_value(struct config_ctx *x, const config_setting_t *s,
+			      const char *key, uint64_t *v)
+{
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_STRING:
+		if (strcmp(config_setting_get_string(s), "infinity") != 0)
+			break;
+		*v = LIMIT_INFINITY;
+		return 0;
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64:
+		if (config_setting_get_int64(s) >= 0) {
+			*v = (uint64_t)config_setting_get_int64(s);
+			return 0;
+		}
+		config_fail(x, s,
+			    "'%s' must not be negative (a number above "
+			    "2147483647 needs an L suffix: 4294967296L)",
+			    key);
+		return -1;
+	}
+	config_fail(x, s, "'%s' must be a number or \"infinity\"", key);
+	return -1;
+}
+
+/* { soft = ...; hard = ...; }: both are needed, soft not above hard. */
+static int config_limit_pair(struct config_ctx *x, const config_setting_t *s,
+			     const char *key, struct limit_conf *l)
+{
+	const config_setting_t *soft = config_setting_get_member(s, "soft");
+	const config_setting_t *hard = config_setting_get_member(s, "hard");
+	int n = config_setting_length(s), r = 0;
+	char *sub;
+
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *m =
+		    config_setting_get_elem(s, (unsigned)i);
+
+		if (m != soft && m != hard) {
+			config_fail(x, m, "unknown key '%s.%s'", key,
+				    config_setting_name(m));
+			r = -1;
+		}
+	}
+	if (soft == NULL || hard == NULL) {
+		config_fail(x, s, "'%s' must set both 'soft' and 'hard'", key);
+		return -1;
+	}
+	sub = xasprintf("%s.soft", key);
+	if (config_limit_value(x, soft, sub, &l->soft) == -1)
+		r = -1;
+	free(sub);
+	sub = xasprintf("%s.hard", key);
+	if (config_limit_value(x, hard, sub, &l->hard) == -1)
+		r = -1;
+	free(sub);
+	if (r == 0 && l->soft > l->hard) {
+		config_fail(x, s, "'%s' soft limit is above its hard limit",
+			    key);
+		r = -1;
+	}
+	return r;
+}
+
+/* fs.nr_open, the most nofile can be, even for root; -1 if unknown. */
+static int config_nr_open(uint64_t *max)
+{
+	unsigned long long v = 0;
+	FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+	int r;
+
+	if (f == NULL)
+		return -1;
+	r = fscanf(f, "%llu", &v) == 1 ? 0 : -1;
+	fclose(f);
+	*max = v;
+	return r;
+}
+
+/*
+ * Whether we may raise a hard limit.  Asked of the kernel rather than
+ * guessed from the uid: root in a container often lacks it.
+ */
+static int config_cap_sys_resource(void)
+{
+	struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &h, d) == -1)
+		return geteuid() == 0;
+	return (d[CAP_TO_INDEX(CAP_SYS_RESOURCE)].effective &
+		CAP_TO_MASK(CAP_SYS_RESOURCE)) != 0;
+}
+
+/*
+ * What setrlimit() in the worker would refuse, found now rather than at
+ * every start: nofile above fs.nr_open, and a hard limit above ours
+ * without the capability to raise it.  The worker sets its limits before
+ * dropping privileges, so ours are the ones that count.
+ */
+static int config_limit_check(struct config_ctx *x, const config_setting_t *s,
+			      const char *key, const struct limit_conf *l)
+{
+	struct rlimit cur;
+	uint64_t max;
+
+	if (l->resource == RLIMIT_NOFILE && config_nr_open(&max) == 0 &&
+	    l->hard > max) {
+		config_fail(x, s, "'%s' must be at most %llu (fs.nr_open)", key,
+			    (unsigned long long)max);
+		return -1;
+	}
+	if (getrlimit(l->resource, &cur) == 0 &&
+	    l->hard > config_rlim(cur.rlim_max) && !config_cap_sys_resource()) {
+		char want[24], have[24];
+
+		config_fail(x, s,
+			    "'%s' %s is above rollover's own hard limit, %s, "
+			    "and raising it needs CAP_SYS_RESOURCE",
+			    key, config_limit_str(l->hard, want, sizeof(want)),
+			    config_limit_str(config_rlim(cur.rlim_max), have,
+					     sizeof(have)));
+		return -1;
+	}
+	return 0;
+}
+
+static void config_limit_entry(struct config_ctx *x, struct group_conf *g,
+			       const config_setting_t *e)
+{
+	const struct config_limit *k =
+	    config_limit_find(config_setting_name(e));
+	struct limit_conf l;
+	char *key;
+	int r;
+
+	if (k == NULL) {
+		config_fail(x, e, "unknown key 'limits.%s'",
+			    config_setting_name(e));
+		return;
+	}
+	key = xasprintf("limits.%s", k->name);
+	l.resource = k->resource;
+	if (config_setting_type(e) == CONFIG_TYPE_GROUP)
+		r = config_limit_pair(x, e, key, &l);
+	else if ((r = config_limit_value(x, e, key, &l.soft)) == 0)
+		l.hard = l.soft;
+	if (r == 0 && config_limit_check(x, e, key, &l) == 0)
+		g->limits[g->nlimits++] = l;
+	free(key);
+}
+
+static void config_group_limits(struct config_ctx *x, struct config_gctx *gx,
+				const config_setting_t *s)
+{
+	struct group_conf *g = gx->g;
+	int n;
+
+	if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
+		config_fail(x, s,
+			    "'limits' must be a group: { nofile = 4096; ... }");
+		return;
+	}
+	n = config_setting_length(s);
+	g->limits = xcalloc((size_t)n, sizeof(*g->limits));
+	for (int i = 0; i < n; i++)
+		config_limit_entry(x, g,
+				   config_setting_get_elem(s, (unsigned)i));
+}
+
 static const struct config_group_key {
 	const char *name;
 	void (*fn)(struct config_ctx *, struct config_gctx *,
@@ -711,6 +974,9 @@ static const struct config_group_key {
     {"directory", config_group_directory},
     {"user", config_group_user},
     {"group", config_group_group},
+    {"umask", config_group_umask},
+    {"no_new_privs", config_group_no_new_privs},
+    {"limits", config_group_limits},
     {"workers", config_group_workers},
     {"listen", config_group_listen},
     {"backlog", config_group_backlog},
@@ -1317,6 +1583,7 @@ static void config_group_free(struct group_conf *g)
 	free(g->user);
 	free(g->group);
 	free(g->supplementary);
+	free(g->limits);
 	free(g->listen);
 	for (size_t i = 0; i < g->nlisten; i++)
 		free(g->listen_at[i].file);

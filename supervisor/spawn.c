@@ -16,9 +16,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <grp.h>
@@ -32,6 +34,7 @@
 
 enum step {
 	STEP_SETSID = 1,
+	STEP_RLIMIT,
 	STEP_GROUPS,
 	STEP_GID,
 	STEP_UID,
@@ -39,28 +42,37 @@ enum step {
 	STEP_STDIN,
 	STEP_FDS,
 	STEP_CHDIR,
+	STEP_NNP,
 	STEP_EXEC
 };
 
 static const char *const step_names[] = {
-    [STEP_SETSID] = "setsid", [STEP_GROUPS] = "setgroups",
-    [STEP_GID] = "setgid",    [STEP_UID] = "setuid",
-    [STEP_PDEATH] = "prctl",  [STEP_STDIN] = "stdin",
-    [STEP_FDS] = "listeners", [STEP_CHDIR] = "chdir",
+    [STEP_SETSID] = "setsid",	 [STEP_GROUPS] = "setgroups",
+    [STEP_GID] = "setgid",	 [STEP_UID] = "setuid",
+    [STEP_PDEATH] = "prctl",	 [STEP_STDIN] = "stdin",
+    [STEP_FDS] = "listeners",	 [STEP_CHDIR] = "chdir",
+    [STEP_RLIMIT] = "setrlimit", [STEP_NNP] = "no_new_privs",
     [STEP_EXEC] = "exec",
 };
 
 struct failure {
 	int step;
 	int err;
+	int limit; /* STEP_RLIMIT: which of sp->limits */
 };
 
-static void __attribute__((noreturn)) child_fail(int errfd, int step)
+static void __attribute__((noreturn))
+child_fail_at(int errfd, int step, int limit)
 {
-	struct failure f = {step, errno};
+	struct failure f = {step, errno, limit};
 
 	(void)!write(errfd, &f, sizeof(f));
 	_exit(127);
+}
+
+static void __attribute__((noreturn)) child_fail(int errfd, int step)
+{
+	child_fail_at(errfd, step, -1);
 }
 
 /* Async-signal-safe: no stdio, no malloc. */
@@ -103,6 +115,22 @@ static void child_signals(void)
 				      sizeof(dfl.mask));
 	sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static rlim_t child_rlim(uint64_t v)
+{
+	return v == LIMIT_INFINITY ? RLIM_INFINITY : (rlim_t)v;
+}
+
+static void child_limits(const struct spawn *sp, int errfd)
+{
+	for (size_t i = 0; i < sp->nlimits; i++) {
+		const struct limit_conf *l = &sp->limits[i];
+		struct rlimit rl = {child_rlim(l->soft), child_rlim(l->hard)};
+
+		if (setrlimit(l->resource, &rl) == -1)
+			child_fail_at(errfd, STEP_RLIMIT, (int)i);
+	}
 }
 
 static void child_credentials(const struct spawn *sp, int errfd)
@@ -161,16 +189,27 @@ child(const struct spawn *sp, int errfd, pid_t parent)
 	child_signals();
 	if (setsid() == -1)
 		child_fail(errfd, STEP_SETSID);
+	/*
+	 * Before the limits: a low nofile would refuse the copies made
+	 * there, and hide the fds above it from the loop that stands in
+	 * for close_range.
+	 */
+	if (child_fds(sp, &errfd) == -1)
+		child_fail(errfd, STEP_FDS);
+	/* Before the drop, which takes CAP_SYS_RESOURCE away. */
+	child_limits(sp, errfd);
 	child_credentials(sp, errfd);
 	/* After the credential change, which would clear it. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
 		child_fail(errfd, STEP_PDEATH);
 	if (getppid() != parent)
 		_exit(127); /* the supervisor died before prctl */
+	if (sp->umask_set)
+		umask(sp->umask);
 	if (sp->directory != NULL && chdir(sp->directory) == -1)
 		child_fail(errfd, STEP_CHDIR);
-	if (child_fds(sp, &errfd) == -1)
-		child_fail(errfd, STEP_FDS);
+	if (sp->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		child_fail(errfd, STEP_NNP);
 	if (sp->pid_digits != NULL)
 		put_digits(sp->pid_digits, (long)getpid());
 	if (sp->exec_fd >= 0)
@@ -178,6 +217,23 @@ child(const struct spawn *sp, int errfd, pid_t parent)
 	else
 		execve(sp->path, sp->argv, sp->envp);
 	child_fail(errfd, STEP_EXEC);
+}
+
+/* What failed, for the log: the step, and which limit for setrlimit. */
+static const char *spawn_step_name(const struct spawn *sp,
+				   const struct failure *f)
+{
+	if (f->step == STEP_RLIMIT && f->limit >= 0 &&
+	    (size_t)f->limit < sp->nlimits) {
+		static char buf[48];
+
+		snprintf(buf, sizeof(buf), "setrlimit %s",
+			 config_limit_name(sp->limits[f->limit].resource));
+		return buf;
+	}
+	if (f->step > 0 && f->step < (int)ARRAY_LEN(step_names))
+		return step_names[f->step];
+	return "exec";
 }
 
 pid_t spawn_process(const struct spawn *sp, const char **what, int *err)
@@ -217,9 +273,7 @@ pid_t spawn_process(const struct spawn *sp, const char **what, int *err)
 	if (n <= 0)
 		return pid; /* end of file: the exec succeeded */
 	if (n == (ssize_t)sizeof(f)) {
-		*what = f.step > 0 && f.step < (int)ARRAY_LEN(step_names)
-			    ? step_names[f.step]
-			    : "exec";
+		*what = spawn_step_name(sp, &f);
 		*err = f.err;
 	} else {
 		*what = "exec";

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -353,6 +355,9 @@ static void test_defaults(void **state)
 	assert_null(g->watch_paths[0]);
 	assert_int_equal(g->settle_ms, 100);
 	assert_int_equal(g->settle_max_ms, 2000);
+	assert_int_equal(g->umask_set, 0);
+	assert_int_equal(g->no_new_privs, 0);
+	assert_int_equal(g->nlimits, 0);
 	config_free(c);
 }
 
@@ -844,6 +849,255 @@ static void test_numeric_ids(void **state)
 	config_free(c);
 }
 
+/* ---- umask, no_new_privs and limits --------------------------------------- */
+
+static const struct limit_conf *find_limit(const struct group_conf *g,
+					   int resource)
+{
+	for (size_t i = 0; i < g->nlimits; i++)
+		if (g->limits[i].resource == resource)
+			return &g->limits[i];
+	return NULL;
+}
+
+static void assert_limit(const struct group_conf *g, int resource,
+			 uint64_t soft, uint64_t hard)
+{
+	const struct limit_conf *l = find_limit(g, resource);
+
+	assert_non_null(l);
+	assert_true(l->soft == soft);
+	assert_true(l->hard == hard);
+}
+
+static void test_privileges(void **state)
+{
+	const struct group_conf *g;
+	struct config *c;
+
+	(void)state;
+	put("main.cfg",
+	    "groups = (\n"
+	    "  { name = \"a\"; command = \"/bin/true\";\n"
+	    "    umask = \"0027\";\n"
+	    "    no_new_privs = true;\n"
+	    "    limits = {\n"
+	    "      nofile = 4096;\n"
+	    "      core = 0;\n"
+	    "      nproc = 100;\n"
+	    "      memlock = { soft = 32768; hard = 65536; };\n"
+	    "      as = 8589934592L;\n"
+	    "      fsize = { soft = 1048576; hard = \"infinity\"; };\n"
+	    "      stack = 8388608;\n"
+	    "      cpu = 3600;\n"
+	    "    };\n"
+	    "  },\n"
+	    "  { name = \"b\"; command = \"/bin/true\";\n"
+	    "    umask = \"0\"; no_new_privs = false; limits = { }; }\n"
+	    ");\n");
+	c = load("main.cfg");
+	expect(NULL);
+	assert_non_null(c);
+	g = &c->groups[0];
+	assert_int_equal(g->umask_set, 1);
+	assert_int_equal(g->umask, 027);
+	assert_int_equal(g->no_new_privs, 1);
+	assert_int_equal(g->nlimits, 8);
+	assert_int_equal(g->limits[0].resource, RLIMIT_NOFILE); /* in order */
+	assert_limit(g, RLIMIT_NOFILE, 4096, 4096);
+	assert_limit(g, RLIMIT_CORE, 0, 0);
+	assert_limit(g, RLIMIT_NPROC, 100, 100);
+	assert_limit(g, RLIMIT_MEMLOCK, 32768, 65536);
+	assert_limit(g, RLIMIT_AS, 8589934592ULL, 8589934592ULL);
+	assert_limit(g, RLIMIT_FSIZE, 1048576, LIMIT_INFINITY);
+	assert_limit(g, RLIMIT_STACK, 8388608, 8388608);
+	assert_limit(g, RLIMIT_CPU, 3600, 3600);
+	g = &c->groups[1];
+	assert_int_equal(g->umask_set, 1);
+	assert_int_equal(g->umask, 0);
+	assert_int_equal(g->no_new_privs, 0);
+	assert_int_equal(g->nlimits, 0);
+	assert_string_equal(config_limit_name(RLIMIT_NOFILE), "nofile");
+	assert_string_equal(config_limit_name(RLIMIT_RTTIME), "rttime");
+	assert_string_equal(config_limit_name(-1), "?");
+	config_free(c);
+}
+
+static void test_umask_bad(void **state)
+{
+	(void)state;
+	put("main.cfg", "groups = (\n"
+			"  { name = \"a\"; command = \"/bin/true\";\n"
+			"    umask = \"0800\"; },\n"
+			"  { name = \"b\"; command = \"/bin/true\";\n"
+			"    umask = \"027x\"; },\n"
+			"  { name = \"c\"; command = \"/bin/true\";\n"
+			"    umask = 27; },\n"
+			"  { name = \"d\"; command = \"/bin/true\";\n"
+			"    umask = \"\"; },\n"
+			"  { name = \"e\"; command = \"/bin/true\";\n"
+			"    umask = \"01000\"; },\n"
+			"  { name = \"f\"; command = \"/bin/true\";\n"
+			"    umask = \" 022\"; },\n"
+			"  { name = \"g\"; command = \"/bin/true\";\n"
+			"    no_new_privs = 1; }\n"
+			");\n");
+	expect_fail("main.cfg",
+		    "{D}/main.cfg:3: 'umask' must be an octal mode in a "
+		    "string, like \"0027\"",
+		    "{D}/main.cfg:5: 'umask' must be an octal mode in a "
+		    "string, like \"0027\"",
+		    "{D}/main.cfg:7: 'umask' must be an octal mode in a "
+		    "string, like \"0027\"",
+		    "{D}/main.cfg:9: 'umask' must be an octal mode in a "
+		    "string, like \"0027\"",
+		    "{D}/main.cfg:11: 'umask' must be an octal mode in a "
+		    "string, like \"0027\"",
+		    "{D}/main.cfg:13: 'umask' must be an octal mode in a "
+		    "string, like \"0027\"",
+		    "{D}/main.cfg:15: 'no_new_privs' must be true or false");
+}
+
+static void test_limits_bad(void **state)
+{
+	unsigned long long nr_open;
+	char inf[128], big[128];
+	FILE *f;
+
+	(void)state;
+	f = fopen("/proc/sys/fs/nr_open", "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%llu", &nr_open), 1);
+	fclose(f);
+	snprintf(inf, sizeof(inf),
+		 "{D}/main.cfg:15: 'limits.nofile' must be at most %llu "
+		 "(fs.nr_open)",
+		 nr_open);
+	snprintf(big, sizeof(big),
+		 "{D}/main.cfg:20: 'limits.nofile' must be at most %llu "
+		 "(fs.nr_open)",
+		 nr_open);
+	put("main.cfg",
+	    "groups = (\n"
+	    "  { name = \"a\"; command = \"/bin/true\";\n"
+	    "    limits = 5; },\n"
+	    "  { name = \"b\"; command = \"/bin/true\";\n"
+	    "    limits = {\n"
+	    "      nofle = 1;\n"
+	    "      core = -1;\n"
+	    "      as = 3000000000;\n"
+	    "      fsize = \"lots\";\n"
+	    "      cpu = 1.5;\n"
+	    "      memlock = { soft = 2; hard = 1; };\n"
+	    "      stack = { soft = 1; };\n"
+	    "      nproc = { soft = 1; hard = 2; max = 3; };\n"
+	    "      data = { soft = \"x\"; hard = -2; };\n"
+	    "      nofile = \"infinity\";\n"
+	    "      rss = [ 1, 2 ];\n"
+	    "    };\n"
+	    "  },\n"
+	    "  { name = \"c\"; command = \"/bin/true\";\n"
+	    "    limits = { nofile = { soft = 1024; hard = 4000000000L; }; };\n"
+	    "  }\n"
+	    ");\n");
+	expect_fail(
+	    "main.cfg",
+	    "{D}/main.cfg:3: 'limits' must be a group: { nofile = 4096; ... }",
+	    "{D}/main.cfg:6: unknown key 'limits.nofle'",
+	    "{D}/main.cfg:7: 'limits.core' must not be negative (a number "
+	    "above 2147483647 needs an L suffix: 4294967296L)",
+	    "{D}/main.cfg:8: 'limits.as' must not be negative (a number above "
+	    "2147483647 needs an L suffix: 4294967296L)",
+	    "{D}/main.cfg:9: 'limits.fsize' must be a number or \"infinity\"",
+	    "{D}/main.cfg:10: 'limits.cpu' must be a number or \"infinity\"",
+	    "{D}/main.cfg:11: 'limits.memlock' soft limit is above its hard "
+	    "limit",
+	    "{D}/main.cfg:12: 'limits.stack' must set both 'soft' and 'hard'",
+	    "{D}/main.cfg:13: unknown key 'limits.nproc.max'",
+	    "{D}/main.cfg:14: 'limits.data.soft' must be a number or "
+	    "\"infinity\"",
+	    "{D}/main.cfg:14: 'limits.data.hard' must not be negative (a "
+	    "number above 2147483647 needs an L suffix: 4294967296L)",
+	    inf,
+	    "{D}/main.cfg:16: 'limits.rss' must be a number or \"infinity\"",
+	    big);
+}
+
+/*
+ * Load name in a child without CAP_SYS_RESOURCE (its euid is nobody's)
+ * and with a hard core limit of 1000, which it cannot raise again: what
+ * it reports becomes ours.  Whether the load succeeded.
+ */
+static int load_unprivileged(const char *name)
+{
+	char buf[1024];
+	int pfd[2], status;
+	pid_t pid;
+	FILE *f;
+
+	forget();
+	assert_int_equal(chmod(dir, 0755), 0);
+	assert_int_equal(pipe(pfd), 0);
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		struct rlimit low = {0, 1000};
+		struct config *c;
+
+		close(pfd[0]);
+		if (setrlimit(RLIMIT_CORE, &low) == -1 || seteuid(65534) == -1)
+			_exit(2);
+		c = load(name);
+		f = fdopen(pfd[1], "w");
+		for (int i = 0; f != NULL && i < nlines; i++)
+			fprintf(f, "%s\n", lines[i]);
+		_exit(f == NULL || fclose(f) != 0 ? 2 : c != NULL ? 0 : 1);
+	}
+	close(pfd[1]);
+	f = fdopen(pfd[0], "r");
+	assert_non_null(f);
+	while (fgets(buf, sizeof(buf), f) != NULL) {
+		buf[strcspn(buf, "\n")] = '\0';
+		collect(buf);
+	}
+	fclose(f);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) <= 1);
+	return WEXITSTATUS(status) == 0;
+}
+
+/*
+ * A hard limit above the supervisor's own, which it cannot raise, is
+ * refused when the file is read; and `user` needs root as before.
+ */
+static void test_limits_unprivileged(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	put("ok.cfg", "groups = (\n"
+		      "  { name = \"a\"; command = \"/bin/true\";\n"
+		      "    limits = { core = 1000; cpu = 5; }; }\n"
+		      ");\n");
+	assert_true(load_unprivileged("ok.cfg"));
+	expect(NULL);
+	put("main.cfg", "groups = (\n"
+			"  { name = \"a\"; command = \"/bin/true\";\n"
+			"    limits = { core = 2000; }; },\n"
+			"  { name = \"b\"; command = \"/bin/true\";\n"
+			"    limits = { core = { soft = 10; hard = "
+			"\"infinity\"; }; }; },\n"
+			"  { name = \"c\"; command = \"/bin/true\";\n"
+			"    user = \"nobody\"; }\n"
+			");\n");
+	assert_false(load_unprivileged("main.cfg"));
+	expect("{D}/main.cfg:3: 'limits.core' 2000 is above rollover's own "
+	       "hard limit, 1000, and raising it needs CAP_SYS_RESOURCE",
+	       "{D}/main.cfg:5: 'limits.core' infinity is above rollover's own "
+	       "hard limit, 1000, and raising it needs CAP_SYS_RESOURCE",
+	       "{D}/main.cfg:7: 'user' needs rollover to run as root", NULL);
+}
+
 /* ---- addresses ------------------------------------------------------------ */
 
 static void test_bad_address(void **state)
@@ -1011,6 +1265,10 @@ int main(void)
 	    T(test_directory),
 	    T(test_users),
 	    T(test_numeric_ids),
+	    T(test_privileges),
+	    T(test_umask_bad),
+	    T(test_limits_bad),
+	    T(test_limits_unprivileged),
 	    T(test_bad_address),
 	    T(test_duplicate_address),
 	    T(test_enums),
