@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +22,8 @@
 static enum log_level log_max = LOG_INFO;
 static int log_journal;
 static int log_fd = STDERR_FILENO;
+static int log_socket;		  /* log_fd is a socket: journald's stream */
+static unsigned long log_dropped; /* lines the socket had no room for */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const char *const level_words[] = {"error: ", "warning: ", "",
@@ -41,10 +44,18 @@ static int stderr_is_journal(void)
 	return st.st_dev == dev && st.st_ino == ino;
 }
 
+static int is_socket(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
 void log_init(enum log_level level)
 {
 	log_max = level;
 	log_journal = stderr_is_journal();
+	log_socket = is_socket(STDERR_FILENO);
 }
 
 void log_set_level(enum log_level level)
@@ -73,6 +84,7 @@ void log_reopen(const char *path)
 		close(log_fd);
 	log_fd = fd;
 	log_journal = path == NULL && stderr_is_journal();
+	log_socket = is_socket(fd);
 }
 
 int log_level_parse(const char *name, enum log_level *level)
@@ -104,6 +116,41 @@ static size_t stamp(char *buf, size_t len, enum log_level level)
 	return n;
 }
 
+/*
+ * Workers write to the stream the supervisor logs to.  One that floods
+ * it must not stall the supervisor: on a socket (journald's stream) a
+ * line that finds no room is dropped, never waited for, and the drops
+ * are counted in the next line that goes through.  A pipe or a file
+ * cannot be written without blocking but by making the stream
+ * non-blocking for the workers too, so there a line waits.
+ */
+static void log_write(const char *line, size_t n)
+{
+	if (!log_socket) {
+		(void)!write(log_fd, line, n);
+		return;
+	}
+	if (log_dropped > 0) {
+		char note[96];
+		int k = snprintf(note, sizeof(note),
+				 "%s%lu log lines dropped: the log stream was "
+				 "full\n",
+				 log_journal ? "<4>" : "", log_dropped);
+
+		if (send(log_fd, note, (size_t)k,
+			 MSG_DONTWAIT | MSG_NOSIGNAL) == -1) {
+			log_dropped++;
+			return;
+		}
+		log_dropped = 0;
+	}
+	if (send(log_fd, line, n, MSG_DONTWAIT | MSG_NOSIGNAL) == -1)
+		log_dropped++;
+}
+
+static void vlog(enum log_level level, int with_errno, const char *fmt,
+		 va_list ap) __attribute__((format(printf, 3, 0)));
+
 static void vlog(enum log_level level, int with_errno, const char *fmt,
 		 va_list ap)
 {
@@ -127,7 +174,7 @@ static void vlog(enum log_level level, int with_errno, const char *fmt,
 	if (n >= room)
 		n = room - 1;
 	line[n++] = '\n';
-	(void)!write(log_fd, line, n);
+	log_write(line, n);
 	errno = saved;
 }
 
@@ -151,6 +198,9 @@ LOG_FN(log_debug, LOG_DEBUG, 0)
  * Start-up failures print "rollover: what: why" with no timestamp: the
  * user is looking at a terminal or at systemctl status, not at a log.
  */
+static void vfatal(int with_errno, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static void vfatal(int with_errno, const char *fmt, va_list ap)
 {
 	int saved = errno;

@@ -1,0 +1,77 @@
+"""A worker that floods the stream the supervisor logs to (journald's
+socket, under systemd) does not stall the supervisor: its lines are
+dropped and counted instead of waited for."""
+import json
+import os
+import socket
+import subprocess
+import time
+
+from conftest import (ROLLOVER, assert_no_sanitizer_report, group_conf,
+                      wait_for, write_conf)
+
+
+def request(sock_path, line, timeout=5.0):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(sock_path)
+        s.sendall(line.encode() + b"\n")
+        out = b""
+        while not out.endswith(b"ok\n") and b"error:" not in out:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+        return out.decode()
+    finally:
+        s.close()
+
+
+def test_flooded_log_socket_does_not_stall_the_supervisor(tmp_path):
+    flood = tmp_path / "flood.sh"
+    flood.write_text("#!/bin/sh\nexec yes 'flooding the log stream'\n")
+    flood.chmod(0o755)
+    conf = write_conf(str(tmp_path / "rollover.conf"), [group_conf(
+        name="flood", command=str(flood), workers=1, ready=0.1,
+        stop_timeout=1)])
+    ctl = os.path.join(str(tmp_path), "control.sock")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    proc = subprocess.Popen([ROLLOVER, "-c", conf], stdin=subprocess.DEVNULL,
+                            stdout=theirs, stderr=theirs, cwd=str(tmp_path))
+    theirs.close()
+    log = b""
+    try:
+        wait_for(lambda: os.path.exists(ctl), what="the control socket")
+        time.sleep(0.5)  # the worker has filled the socket by now
+        # Nobody reads the log: the supervisor still answers and rolls over.
+        st = json.loads(request(ctl, "status").splitlines()[0])
+        assert st["groups"][0]["workers"], st
+        assert request(ctl, "reload", timeout=20).endswith("ok\n")
+        proc.terminate()
+        ours.setblocking(False)
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                log = (log + ours.recv(1 << 20))[-(1 << 20):]
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert proc.wait(timeout=10) == 0
+        while True:
+            try:
+                b = ours.recv(1 << 20)
+            except BlockingIOError:
+                break
+            if not b:
+                break
+            log = (log + b)[-(1 << 20):]
+        text = log.decode(errors="replace")
+        assert "log lines dropped: the log stream was full" in text
+        assert "stopped" in text
+        assert_no_sanitizer_report(text)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ours.close()
