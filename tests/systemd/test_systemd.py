@@ -497,6 +497,31 @@ def test_broken_binary_fails_the_reload_and_the_old_generation_serves(fresh):
     assert "serving after" not in errors, errors
 
 
+def test_upgrade_in_place_keeps_main_pid_and_workers(fresh):
+    """SIGUSR2 through systemd: the new binary takes over under the same
+    MainPID, the workers stay, and notifications still reach systemd."""
+    c = fresh
+    main = show(c, SERVICE, "MainPID")
+    procs = cgroup_procs(c)
+    before = sorted(c.sh("cat " + procs).out.split())
+    exe = "/usr/local/sbin/rollover"
+    c.sh('cp "$1" "$1.new" && mv -f "$1.new" "$1"', 10, True, exe)
+    c.sh("systemctl kill -s USR2 --kill-who=main %s" % SERVICE)
+    wait_for(lambda: "upgraded in place" in invocation_journal(c), 30,
+             "the upgrade in the journal")
+    assert show(c, SERVICE, "MainPID") == main
+    assert sorted(c.sh("cat " + procs).out.split()) == before
+    assert state(c) == "active", diag(c)
+    r = c.sh("rolloverctl upgrade", timeout=60, check=False)
+    assert r.returncode == 0 and "upgraded from rollover" in r.out, r.out + diag(c)
+    # The notify socket was handed over: a reload still completes.
+    r = c.sh("systemctl reload %s" % SERVICE, timeout=60, check=False)
+    assert r.returncode == 0, r.out + diag(c)
+    assert generation(c) == 2
+    assert settled(c) == "active"
+    assert show(c, SERVICE, "MainPID") == main
+
+
 def test_stop_leaves_no_process(fresh):
     c = fresh
     assert show(c, SERVICE, "ControlGroup") == "/system.slice/rollover.service"
