@@ -500,13 +500,16 @@ static control_cmd *const control_cmds[] = {
 #undef CONTROL_CMD
 };
 
+/* line is NULL if it held a NUL byte. */
 static void client_request(struct client *c, char *line)
 {
 	struct request r;
 
 	c->have_request = 1;
 	timer_cancel(&c->timeout);
-	if (request_parse(line, &r) == -1)
+	if (line == NULL)
+		client_end(c, "error: a NUL byte in the request");
+	else if (request_parse(line, &r) == -1)
 		client_end(c, "error: %s", r.error);
 	else
 		control_cmds[r.verb](c, &r);
@@ -574,10 +577,14 @@ static void client_read(struct client *c)
 		c->inlen += (size_t)n;
 		nl = memchr(c->in, '\n', c->inlen);
 		if (nl != NULL) {
+			/* A NUL would cut the line short: "stop\0x" is no "stop". */
+			int nul =
+			    memchr(c->in, '\0', (size_t)(nl - c->in)) != NULL;
+
 			*nl = '\0';
 			if (nl > c->in && nl[-1] == '\r')
 				nl[-1] = '\0';
-			client_request(c, c->in);
+			client_request(c, nul ? NULL : c->in);
 			return;
 		}
 	}
