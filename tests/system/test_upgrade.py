@@ -136,14 +136,18 @@ def test_broken_new_binary_is_refused_and_the_old_one_runs_on(tmp_path):
 
 
 def test_upgrade_in_the_middle_of_a_rollover(tmp_path):
-    """A generation still starting is handed over with its timers: it is
-    promoted after the upgrade, and the old one drains then."""
+    """A generation still starting is handed over: it is promoted after
+    the upgrade, once its workers are ready, and the old one drains then."""
     port = free_port()
     u = Upgradable(tmp_path, [group_conf(
-        name="slow", command=TESTWORKER, args=["--serve"], workers=2,
-        listen=["127.0.0.1:%d" % port], ready=1.5)])
+        name="slow", command=TESTWORKER, workers=2, ready_timeout=60,
+        args=["--serve", "--ready-when", str(tmp_path / "go")],
+        listen=["127.0.0.1:%d" % port])])
+    go = tmp_path / "go"
     try:
-        u.s.wait_log(r"generation 1 ready after", timeout=15)
+        go.touch()
+        u.s.wait_log(r"generation 1 ready after")
+        go.unlink()
         old = worker_pids(status(u.sock))
         assert ctl(u.sock, "reload", "--no-wait").returncode == 0
         u.s.wait_log(r"generation 2\) started", n=2)
@@ -151,14 +155,15 @@ def test_upgrade_in_the_middle_of_a_rollover(tmp_path):
         assert r.returncode == 0, r.stderr
         st = status(u.sock)
         assert st["groups"][0]["last_rollover"]["result"] == "running"
-        u.s.wait_log(r"generation 2 serving after", timeout=15)
+        new = [w["pid"] for w in st["groups"][0]["workers"] if w["generation"] == 2]
+        assert len(new) == 2 and not set(new) & set(old)
+        go.touch()  # READY=1, to the notify socket handed over
+        u.s.wait_log(r"generation 2 serving after")
         log = u.s.log()
         assert log.index("upgraded in place") < log.index("generation 2 serving")
-        wait_for(lambda: all(p not in worker_pids(status(u.sock)) for p in old),
+        wait_for(lambda: worker_pids(status(u.sock)) == sorted(new),
                  what="generation 1 gone")
-        st = status(u.sock)
-        assert st["groups"][0]["generation"] == 2
-        assert len(st["groups"][0]["workers"]) == 2
+        assert status(u.sock)["groups"][0]["generation"] == 2
     finally:
         u.close()
 

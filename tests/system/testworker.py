@@ -112,6 +112,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--exit", type=int, help="exit at once with this status")
     ap.add_argument("--no-ready", action="store_true")
+    ap.add_argument("--ready-when", help="send READY=1 once this file exists")
     ap.add_argument("--ignore-term", action="store_true")
     ap.add_argument("--stop-delay", type=float, default=0.0)
     ap.add_argument("--dump", help="write env, fds and signal state here")
@@ -137,10 +138,13 @@ def main():
             state["stop"] = time.monotonic() + a.stop_delay
 
     signal.signal(signal.SIGTERM, on_term)
-    if not a.no_ready:
+    if not a.no_ready and not a.ready_when:
         notify("READY=1")
 
     def running():
+        if a.ready_when and os.path.exists(a.ready_when):
+            notify("READY=1")
+            a.ready_when = None
         return state["stop"] is None or time.monotonic() < state["stop"]
 
     if a.serve:
