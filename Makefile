@@ -147,6 +147,7 @@ $(B)/fuzz/fuzz-%: $(B)/fuzz/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
 
 $(B)/fuzz/replay-%: $(B)/obj/tests/fuzz/fuzz_%.o $(B)/obj/tests/fuzz/replay.o \
                     $(SUP_LIB_OBJS)
+	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CONFIG_LIBS)
 
 fuzz: $(FUZZ_NAMES:%=$(B)/fuzz/fuzz-%)

@@ -923,7 +923,8 @@ static const char *uptime_cell(const struct json *o, const char *key, char *buf,
 	unsigned long long s;
 	double d;
 
-	if (json_number_of(o, key, &d) == -1 || d < 0)
+	/* Not an uptime, and beyond what the cast below is defined for. */
+	if (json_number_of(o, key, &d) == -1 || d < 0 || d >= 1e18)
 		return "-";
 	s = (unsigned long long)(d / 1000);
 	if (s < 60)
@@ -1076,7 +1077,7 @@ static void status_print(const char *line)
 	const struct json *list;
 	struct json top;
 	const char *err;
-	char pid[32], up[32], version[64], from[64];
+	char pid[32], up[32], version[64];
 	size_t at;
 
 	if (json_parse(line, &top, &err, &at) == -1)
@@ -1089,11 +1090,14 @@ static void status_print(const char *line)
 			 sizeof(version)),
 	       int_cell(&top, "pid", pid, sizeof(pid)),
 	       uptime_cell(&top, "uptime_ms", up, sizeof(up)));
-	if (json_get_type(&top, "upgraded_from", JSON_STRING) != NULL)
+	if (json_get_type(&top, "upgraded_from", JSON_STRING) != NULL) {
+		char from[64];
+
 		printf(
 		    " (upgraded in place from %s)",
 		    text_cell(json_get_type(&top, "upgraded_from", JSON_STRING),
 			      from, sizeof(from)));
+	}
 	printf("\n");
 	list = json_get_type(&top, "groups", JSON_ARRAY);
 	for (size_t i = 0; list != NULL && i < list->len; i++)
