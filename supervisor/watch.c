@@ -95,20 +95,21 @@ void watch_init(void)
 		fatal(1, "inotify: fcntl");
 }
 
-static void entries_clear(void)
+/* Free the old entries, and remove the watches no current entry uses. */
+static void entries_drop(struct entry *old, size_t nold)
 {
-	for (size_t i = 0; i < nentries; i++) {
-		int seen = 0;
+	for (size_t i = 0; i < nold; i++) {
+		int kept = 0;
 
 		for (size_t j = 0; j < i; j++)
-			seen |= entries[j].wd == entries[i].wd;
-		if (!seen)
-			(void)inotify_rm_watch(ifd, entries[i].wd);
-		free(entries[i].name);
+			kept |= old[j].wd == old[i].wd;
+		for (size_t j = 0; j < nentries; j++)
+			kept |= entries[j].wd == old[i].wd;
+		if (!kept)
+			(void)inotify_rm_watch(ifd, old[i].wd);
+		free(old[i].name);
 	}
-	free(entries);
-	entries = NULL;
-	nentries = 0;
+	free(old);
 }
 
 static int entry_add(const char *dir, const char *name, struct wgroup *g,
@@ -241,11 +242,15 @@ static struct watch *watch_state(struct wgroup *g)
  */
 void watch_update(void)
 {
+	struct entry *old = entries;
+	size_t nold = nentries;
+
 	if (!registered && ifd >= 0) {
 		loop_add(ifd, EPOLLIN, watch_read, NULL);
 		registered = 1;
 	}
-	entries_clear();
+	entries = NULL;
+	nentries = 0;
 	for (struct wgroup *g = groups; g != NULL; g = g->next) {
 		if (g->removed)
 			continue;
@@ -253,6 +258,14 @@ void watch_update(void)
 			(void)watch_state(g);
 		(void)watch_group(g);
 	}
+	/*
+	 * Only now are the old watches removed: adding a directory watched
+	 * already gives back its descriptor, so that an event queued on it
+	 * before this rebuild (a rename while a reload started workers)
+	 * still finds its entry, instead of a new descriptor that it does
+	 * not match.
+	 */
+	entries_drop(old, nold);
 }
 
 void watch_forget(struct wgroup *g)

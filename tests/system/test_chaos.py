@@ -2,11 +2,13 @@
 (`make chaos` runs it for minutes with a random one), and what it found.
 """
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 
-from conftest import BUILD, HELLO, ROOT, free_port, group_conf, recv_all
+from conftest import BUILD, HELLO, ROOT, free_port, group_conf, http_get, recv_all
 
 CHAOS = os.path.join(ROOT, "tests", "chaos", "chaos.py")
 
@@ -37,3 +39,31 @@ def test_control_refuses_a_nul_byte(supervisor, tmp_path):
         c.close()
     assert "rollover to generation" not in s.log()
     assert s.proc.poll() is None
+
+
+def test_rename_during_a_reload_is_rolled_out(supervisor, tmp_path):
+    """Found by the chaos test: a binary renamed into place while a SIGHUP
+    reload was starting workers was never rolled out.  The reload rebuilt
+    the inotify watches afterwards, which gave the directory a new watch
+    descriptor, and the rename's event, queued under the old one, matched
+    no watch any more.  64 workers make the reload long enough to rename
+    inside it every time."""
+    port = free_port()
+    app = str(tmp_path / "app")
+    shutil.copyfile(os.path.join(BUILD, "tests", "hello-a"), app)
+    os.chmod(app, 0o755)
+    s = supervisor([group_conf(name="web", command=app, workers=64, watch=True,
+                               settle=0.02, listen=["127.0.0.1:%d" % port])])
+    s.wait_ready(64, timeout=60)
+    s.signal(signal.SIGHUP)
+    s.wait_log(r"web: rollover to generation 2 begun", timeout=10)
+    tmp = app + ".tmp"
+    shutil.copyfile(os.path.join(BUILD, "tests", "hello-b"), tmp)
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, app)
+    # The rename landed while the reload was still starting its workers.
+    assert s.count(r"\(slot \d+, generation 2\) started") < 64
+    s.wait_log(r"web: generation 3 serving after", timeout=60)
+    assert "(trigger: watch)" in s.log().split("rollover to generation 3 begun")[1][:30]
+    s.wait_workers(64, timeout=60)
+    assert http_get(port, "/")[1] == "variant b\n"
