@@ -664,6 +664,17 @@ class Chaos:
         if src in GOOD:
             self.last_good = src
 
+    def deploy(self, src):
+        """Install src under load and wait for a rollover to begin: every
+        replacement must be noticed (a rollover may take it up before the
+        watch does: a SIGHUP's, or a burst's last)."""
+        start = self.log.mark()
+        self.install(src)
+        if self.log.wait(r"web: rollover to generation \d+ begun", start, 10.0) is None:
+            self.fail("%s, installed at %s, was never rolled out"
+                      % (os.path.basename(src), wall(time.time())))
+        return start
+
     def start(self):
         for p in [ROLLOVER, HELLO] + GOOD + list(BAD.values()):
             if not os.access(p, os.X_OK):
@@ -814,12 +825,18 @@ class Chaos:
         self.faults["SIGHUP"] += 1
 
     def f_good(self):
-        self.install(self.rng.choice(GOOD))
+        self.deploy(self.rng.choice(GOOD))
         self.faults["binary: good"] += 1
 
     def f_bad(self, kind):
-        self.install(BAD[kind])
+        start = self.deploy(BAD[kind])
         self.faults["binary: %s" % kind] += 1
+        if kind == "noready" and self.rng.random() < 0.5:
+            # Left alone, so that ready_timeout aborts it (the next
+            # trigger would otherwise supersede it first).
+            if self.log.wait(r"web: generation \d+ aborted: worker \d+ not ready", start,
+                             READY_TIMEOUT + 10) is None:
+                self.fail("a never-ready generation was not aborted")
         if kind == "crash":
             # It is promoted, then serves nothing: repair soon after.
             time.sleep(self.rng.uniform(0.3, 1.2))
@@ -827,9 +844,14 @@ class Chaos:
 
     def f_burst(self):
         """Several replacements within the settle time: the newest wins."""
-        for _ in range(self.rng.randint(2, 4)):
-            self.install(self.rng.choice(GOOD + [BAD["exit"]]))
-            time.sleep(self.rng.uniform(0, 0.03))
+        n = self.rng.randint(2, 4)
+        for i in range(n):
+            src = self.rng.choice(GOOD + [BAD["exit"]])
+            if i < n - 1:
+                self.install(src)
+                time.sleep(self.rng.uniform(0, 0.03))
+            else:
+                self.deploy(src)
         self.faults["binary: burst"] += 1
 
     BROKEN_CONFIGS = [
@@ -1223,6 +1245,9 @@ class Chaos:
         by = collections.Counter((e["class"], e["group"], e["kind"]) for e in s.errors)
         for (c, g, k), n in sorted(by.items()):
             print("  %5d  %-10s %-5s %s" % (n, c, g, k))
+        idle = sorted(e["gap"] for e in s.errors if e["class"] == "idle-close")
+        if idle:
+            print("  idle-close after %s s idle" % ", ".join("%.3f" % g for g in idle[:10]))
         for e in [e for e in s.errors if e["class"] == "unexpected"][:20]:
             near = ["%s %+.1fs" % (name, te - e["t"]) for te, name in self.events
                     if -4 < te - e["t"] < 1]
