@@ -1392,18 +1392,28 @@ static void config_load_top(struct config_ctx *x, const config_setting_t *root)
 
 /* ---- reading the file -------------------------------------------------- */
 
-/* The name in an `@include "NAME"` line, as libconfig's scanner sees it. */
-static char *config_include_name(char *line)
+/*
+ * The name in an `@include "NAME"` line of len bytes, as libconfig's
+ * scanner sees it; NULL if the line is no @include.  One whose name this
+ * cannot read as libconfig does - with escapes, a NUL byte (libconfig
+ * cuts the name there) or no closing quote on the line - is *bad.
+ */
+static char *config_include_name(char *line, size_t len, int *bad)
 {
 	char *p = line + strspn(line, " \t"), *end;
 
+	*bad = 0;
 	if (strncmp(p, "@include", 8) != 0 || (p[8] != ' ' && p[8] != '\t'))
 		return NULL;
 	p += 8 + strspn(p + 8, " \t");
 	if (*p++ != '"')
 		return NULL;
-	if ((end = strpbrk(p, "\"\\")) == NULL || *end != '"')
-		return NULL; /* escapes: leave this one to libconfig */
+	end = memchr(p, '"', len - (size_t)(p - line));
+	if (end == NULL || memchr(p, '\\', (size_t)(end - p)) != NULL ||
+	    memchr(p, '\0', (size_t)(end - p)) != NULL) {
+		*bad = 1;
+		return NULL;
+	}
 	*end = '\0';
 	return p;
 }
@@ -1412,22 +1422,31 @@ static char *config_include_name(char *line)
  * libconfig 1.5 calls exit() ("input in flex scanner failed") when an
  * @include names a directory, and `@include "conf.d"` is an easy mistake;
  * a reload must not kill the supervisor.  So follow the @include lines
- * first and refuse directories.  Anything this line-based look misses
- * or misreads is still read, and reported, by libconfig.
+ * first and refuse directories, and names libconfig would read otherwise
+ * than this line-based look does ("conf\.d" is conf.d to it).
  */
 static int config_scan_includes(struct config_ctx *x, FILE *f, const char *file,
 				int depth)
 {
 	char *line = NULL, *shown;
 	size_t cap = 0;
-	int lineno = 0, r = 0;
+	int lineno = 0, r = 0, bad;
 	struct stat st;
+	ssize_t n;
 	FILE *inc;
 
-	while (getline(&line, &cap, f) != -1) {
-		const char *name = config_include_name(line);
+	while ((n = getline(&line, &cap, f)) != -1) {
+		const char *name = config_include_name(line, (size_t)n, &bad);
 
 		lineno++;
+		if (bad) {
+			shown = config_shown(x, file);
+			config_fail_at(x, shown, lineno,
+				       "cannot include a file whose name has "
+				       "escapes, NUL bytes or line breaks");
+			free(shown);
+			r = -1;
+		}
 		if (name == NULL || stat(name, &st) == -1)
 			continue;
 		if (S_ISDIR(st.st_mode)) {
