@@ -40,7 +40,7 @@ B = build
 .DELETE_ON_ERROR:
 .SUFFIXES:
 .PHONY: all check check-unit check-system check-asan check-systemd run \
-        install uninstall clean lint bench fuzz check-fuzz-replay
+        install uninstall clean lint bench fuzz check-fuzz-replay chaos
 
 # ---- the supervisor ----------------------------------------------------
 
@@ -190,6 +190,15 @@ check-asan:
 # since its first run downloads a Debian root).
 check-systemd: all
 	$(PYTHON) -m pytest -q tests/systemd
+
+# Faults under load for CHAOS_SECONDS, from a random seed unless
+# CHAOS_SEED is given; prints what it did and saw, fails on any error it
+# cannot attribute.  tests/system/test_chaos.py runs a short one in check.
+CHAOS_SECONDS = 180
+CHAOS_SEED =
+chaos: all $(TEST_WORKERS)
+	ROLLOVER_BUILD=$(CURDIR)/$(B) $(PYTHON) tests/chaos/chaos.py \
+	    --duration $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # Benchmarks print numbers (and ratios against nginx, measured in the
 # same run); they assert nothing about speed.
