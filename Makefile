@@ -107,7 +107,9 @@ $(WORKER_UNIT_BINS): $(B)/tests/%: tests/unit/%.c $(WLIB_OBJS) $(HTTP_OBJS)
 # and binaries that fail in one way each.  Those are built without the
 # sanitizers even under check-asan, so that they fail the way they say.
 TEST_WORKERS = $(B)/tests/hello-a $(B)/tests/hello-b $(B)/tests/bad-exit \
-               $(B)/tests/bad-noready $(B)/tests/bad-crash $(B)/tests/bad-slow
+               $(B)/tests/bad-noready $(B)/tests/bad-crash $(B)/tests/bad-slow \
+               $(HOSTILE_MODES:%=$(B)/tests/hostile-%)
+HOSTILE_MODES = close daemon notify flood
 
 $(B)/tests/hello-%: worker/hello.c $(HTTP_OBJS) $(WLIB_OBJS)
 	@mkdir -p $(@D)
@@ -117,6 +119,10 @@ $(B)/tests/bad-%: tests/workers/misbehave.c $(WLIB_SRCS)
 	@mkdir -p $(@D)
 	$(CC) -O2 $(BASE_CFLAGS) -Iworker -DMODE_$(shell echo $* | tr a-z A-Z) \
 	    -o $@ $^
+
+$(B)/tests/hostile-%: tests/workers/hostile.c $(WLIB_SRCS)
+	@mkdir -p $(@D)
+	$(CC) -O2 $(BASE_CFLAGS) -Iworker '-DHOSTILE_MODE="$*"' -o $@ $^
 
 check-unit: $(UNIT_BINS) check-fuzz-replay
 	@for t in $(UNIT_BINS); do echo "== $$t"; $$t || exit 1; done
