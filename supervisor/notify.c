@@ -5,7 +5,9 @@
  * disk), with SO_PASSCRED so that the kernel stamps every message with
  * the sender's pid.  A message counts only for the worker whose pid sent
  * it: a worker cannot declare another one ready, and a stray process
- * cannot at all.  File descriptors sent along are closed unread.
+ * cannot at all - unless it has CAP_SYS_ADMIN, as a worker running as
+ * root does, with which the kernel lets it claim any pid.  File
+ * descriptors sent along are closed unread.
  */
 #include <errno.h>
 #include <stdio.h>
