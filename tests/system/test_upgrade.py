@@ -178,8 +178,9 @@ def test_upgrade_in_quick_mode(tmp_path, monkeypatch):
                    argv=[binary, "-l", "127.0.0.1:%d" % port, "--", HELLO])
     try:
         sock = os.path.join(str(tmp_path), "rollover-%d.sock" % s.pid)
-        wait_for(lambda: os.path.exists(sock), what="the control socket")
-        wait_for(lambda: worker_pids(status(sock)), what="a worker")
+        # The socket file exists a moment before it listens.
+        wait_for(lambda: ctl(sock, "status").returncode == 0 and
+                 worker_pids(status(sock)), what="a worker")
         pids = worker_pids(status(sock))
         s.signal(signal.SIGUSR2)
         wait_for(lambda: status(sock)["upgraded_from"] is not None,
