@@ -134,6 +134,19 @@ def worker_pids(s, group):
                                        r"started" % group, s.log())]
 
 
+def others_ready(s):
+    s.wait_log(r"other: worker \d+ \(slot \d, generation 1\) ready after", 2)
+
+
+def go(s, group):
+    """The hostile worker of group waits for SIGUSR1, so that the test can
+    see the supervisor as it was before; returns its pid."""
+    s.wait_log(r"%s: worker \d+ \(slot 0, generation 1\) started" % group)
+    (pid,) = worker_pids(s, group)
+    os.kill(pid, signal.SIGUSR1)
+    return pid
+
+
 # ---- a worker that closes its listeners -------------------------------------
 
 
@@ -206,18 +219,20 @@ def test_daemon_left_by_an_exiting_worker_is_adopted_and_reaped(supervisor, tmp_
     oport = free_port()
     pidfile = str(tmp_path / "daemon.pid")
     s = supervisor([group_conf(name="leaver", command=HOSTILE_DAEMON,
-                               args=[pidfile, "exit"], stop_timeout=2),
+                               args=[pidfile, "exit"], ready_timeout=60,
+                               stop_timeout=2),
                     other_group(oport)])
+    others_ready(s)
+    by = Bystander(s, oport)
+    first = go(s, "leaver")
     daemon = read_pid(pidfile)
-    first = worker_pids(s, "leaver")[0]
     s.wait_log(r"leaver: worker %d .* exited with status 0" % first)
     s.wait_log(r"leaver: worker \d+ \(slot 0, generation 1\) ready after")
-    s.wait_ready(3)
     fields = stat_fields(daemon)
     assert int(fields[1]) == s.pid, "the daemon was not adopted by the supervisor"
     # Out of the worker's process group and session: a session of its own.
     assert fields[2] == fields[3] and int(fields[2]) not in (first, s.pid)
-    by = Bystander(s, oport)
+    by.check()
 
     os.kill(daemon, signal.SIGTERM)
     wait_for(lambda: not os.path.exists("/proc/%d" % daemon), 10,
@@ -235,12 +250,16 @@ def test_no_process_left_after_stop_even_a_daemon_ignoring_term(supervisor, tmp_
     oport = free_port()
     pidfile = str(tmp_path / "daemon.pid")
     s = supervisor([group_conf(name="leaver", command=HOSTILE_DAEMON,
-                               args=[pidfile, "stay", "ignore-term"], stop_timeout=1),
+                               args=[pidfile, "stay", "ignore-term"],
+                               ready_timeout=60, stop_timeout=1),
                     other_group(oport, stop_timeout=1)])
-    s.wait_ready(3)
+    others_ready(s)
+    by = Bystander(s, oport)
+    go(s, "leaver")
     daemon = read_pid(pidfile)
+    s.wait_ready(3)
     assert int(stat_fields(daemon)[1]) == s.pid
-    Bystander(s, oport).check()
+    by.check()
     assert sorted(set(processes_naming(str(tmp_path))) - {s.pid}) == sorted(
         worker_pids(s, "leaver") + [daemon])
 
@@ -277,12 +296,13 @@ def test_notify_garbage_and_forgeries_make_no_one_else_ready(supervisor):
     s = supervisor([
         group_conf(name="victim", command=BAD_NOREADY, ready_timeout=600),
         other_group(oport),
-        group_conf(name="hostile", command=HOSTILE_NOTIFY, args=["3"], user="nobody"),
+        group_conf(name="hostile", command=HOSTILE_NOTIFY, args=["3"], user="nobody",
+                   ready_timeout=60),
     ])
-    s.wait_ready(2)
+    others_ready(s)
     by = Bystander(s, oport)
     (victim,) = worker_pids(s, "victim")
-    (hostile,) = worker_pids(s, "hostile")
+    hostile = go(s, "hostile")
     # Its messages arrive in the order sent: the last is its own READY=1.
     s.wait_log(r"hostile: worker %d \(slot 0, generation 1\) ready after" % hostile)
     forged = dict(f.split() for f in reported(s, "forged"))

@@ -8,17 +8,18 @@
  *                slot 0 closes its inherited listeners, says READY=1 and
  *                idles; every other slot execs COMMAND, a real server.
  *   daemon       hostile-daemon PIDFILE exit|stay [ignore-term]
- *                leaves a daemon behind (fork, setsid, fork: out of its
- *                process group and session), its pid in PIDFILE, then
- *                exits or says READY=1 and stays; once PIDFILE exists a
- *                restarted worker only says READY=1.
+ *                on SIGUSR1, leaves a daemon behind (fork, setsid, fork:
+ *                out of its process group and session), its pid in
+ *                PIDFILE, then exits or says READY=1 and stays; once
+ *                PIDFILE exists a restarted worker only says READY=1.
  *   notify       hostile-notify STORM_SECONDS
- *                sends NOTIFY_SOCKET garbage, file descriptors, READY=1
- *                from a child and READY=1 with the credentials of its
- *                siblings and of the supervisor, all in order, then
- *                READY=1 for itself, then a storm of garbage for
- *                STORM_SECONDS.  What each send returned goes to stderr,
- *                as "hostile-notify: forged PID ERRNO" and the like.
+ *                on SIGUSR1, sends NOTIFY_SOCKET garbage, file
+ *                descriptors, READY=1 from a child and READY=1 with the
+ *                credentials of its siblings and of the supervisor, all
+ *                in order, then READY=1 for itself, then a storm of
+ *                garbage for STORM_SECONDS.  What each send returned goes
+ *                to stderr, as "hostile-notify: forged PID ERRNO" and
+ *                the like.
  *                hostile-notify huge
  *                sends one datagram too big to be read whole, READY=1
  *                at its start, and nothing else.
@@ -60,6 +61,18 @@ static void __attribute__((noreturn)) idle(void)
 {
 	for (;;)
 		pause();
+}
+
+/* Until the test says go, once it has seen how things were before. */
+static void wait_for_go(void)
+{
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	sigwait(&set, &sig);
 }
 
 /* ---- close --------------------------------------------------------- */
@@ -131,6 +144,7 @@ static int daemon_main(int argc, char **argv)
 		rw_notify("READY=1");
 		idle();
 	}
+	wait_for_go();
 	daemonize(argv[1], argc > 3 && strcmp(argv[3], "ignore-term") == 0);
 	for (int i = 0; i < 1000 && access(argv[1], F_OK) == -1; i++)
 		usleep(10 * 1000);
@@ -362,6 +376,7 @@ static int notify_main(int argc, char **argv)
 		send_huge(fd);
 		idle();
 	}
+	wait_for_go();
 	send_garbage(fd);
 	send_fds(fd);
 	send_from_child();
