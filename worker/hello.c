@@ -4,46 +4,40 @@
  * GET / answers a fixed message, GET /pid says which worker of which
  * generation answered, GET /sleep?ms=N answers after N ms.  It serves on
  * the sockets rollover passes (or on --listen addresses when run by hand)
- * from one single-threaded, level-triggered epoll loop.
+ * on the reactor (reactor.h), which does the accepting, the buffering
+ * and the graceful stop; this file is HTTP, on top of http.c's parser.
  *
- * What matters here is the stop.  On the stop signal the worker closes its
- * listeners (the supervisor keeps its own copy of them, so nothing queued
- * is lost), lets every request in flight finish with "Connection: close",
- * gives each idle keep-alive connection a short grace in which its next
- * request is still answered (with "Connection: close"), and exits 0 once
- * no connection is left.  A connection is never closed while a request may
- * be sitting unread in its receive buffer: closing is a half-close
- * (shutdown SHUT_WR) followed by draining reads until the client's FIN,
- * so the kernel never answers a late request with a reset.  A client that
- * keeps sending on keep-alive connections thus sees no error.
+ * Requests may be pipelined: on_data() answers every complete request it
+ * is given, in order, until one must wait (a /sleep), ends the connection,
+ * or the output backs up.  Every answer but /sleep's is prepared once at
+ * start-up, its Date patched in place once a second, so that a request
+ * costs a parse and a copy.
  *
- * Timeouts: every connection is on at most one of a few lists, each with a
- * fixed duration, so that appending at the tail keeps a list sorted by
- * deadline and the loop only ever looks at the heads.  /sleep uses one
- * timerfd per sleeping connection.
+ * The stop: once the reactor is stopping, every answer says "Connection:
+ * close" and ends its connection.  A connection that is mid-request (a
+ * /sleep, a head half received, a body being discarded) is busy, so the
+ * reactor's grace does not cut it; an idle one has grace_ms for one more
+ * request.  So a client that keeps sending on keep-alive connections
+ * gets an answer to every request it sent, then a clean close.
+ *
+ * Timeouts, on the connection's one timer: a request head must be
+ * complete within header_ms of its first byte (so a slowloris client
+ * cannot hold a worker), and a connection may stay idle between requests
+ * for idle_ms.  /sleep uses the same timer: nothing else runs meanwhile.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "http.h"
+#include "reactor.h"
 #include "rollover_worker.h"
 
 #define PROG "rollover-hello"
@@ -53,119 +47,66 @@
 #define HELLO_MESSAGE "hello from rollover\n"
 #endif
 
-#define IN_MAX		8192 /* read buffer = limit on request line + headers */
-#define OUT_HIGH	65536 /* stop parsing pipelined requests above this */
-#define HEADER_MS	10000 /* first byte of a request to its end */
-#define IDLE_MS		60000 /* keep-alive idle; also no send progress */
-#define GRACE_MS	200   /* idle connection's last chance when stopping */
-#define LINGER_MS	2000  /* half-closed, waiting for the client's FIN */
-#define SLEEP_MAX_MS	60000
-#define ACCEPT_PAUSE_MS 100 /* after EMFILE and the like */
-#define MAX_LISTENERS	64
-#define MAX_EVENTS	256
+#define IN_MAX	     8192 /* request line + header fields, at most */
+#define HEADER_MS    10000
+#define IDLE_MS	     60000
+#define MAX_REQUESTS 1000
+#define SLEEP_MAX_MS 60000
+#define MAX_LISTEN   64
+#define DATE_LEN     29 /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+#define TEXT_PLAIN   "text/plain; charset=utf-8"
 
-#define container_of(p, type, member)                                          \
-	((type *)(void *)((char *)(p)-offsetof(type, member)))
-
-/* What an epoll event points to: the function that handles it. */
-struct handler {
-	void (*fn)(struct handler *h, uint32_t events);
+/* A whole response, made once; its Date is patched in place. */
+struct canned {
+	char *buf;
+	size_t len;	 /* head and body */
+	size_t head_len; /* the head alone, for HEAD */
+	size_t date_at;	 /* where the Date value is */
 };
 
-struct link {
-	struct link *prev, *next;
+/* The same response with "Connection: keep-alive" and "close". */
+struct answer {
+	struct canned keep, close;
 };
 
-/* Timeout lists; a connection's `tl` says which one it is on. */
-enum tlist { T_NONE = -1, T_HEADER, T_IDLE, T_GRACE, T_LINGER, T_COUNT };
-static const int64_t tlist_ms[T_COUNT] = {HEADER_MS, IDLE_MS, GRACE_MS,
-					  LINGER_MS};
-
-struct request {
-	bool head; /* HEAD: the GET headers, no body */
-	bool get;  /* GET or HEAD */
-	bool keep; /* the client allows another request after this one */
-	const char *target;
-	size_t target_len;
-	uint64_t content_length;
-};
-
-/*
- * A connection is a small set of facts rather than one state: whether a
- * /sleep is pending (tfd >= 0), output is pending, a request is partly read,
- * the client has half-closed (peer_eof), no further request will be served
- * (close_after), or we have half-closed and are draining (lingering).
- * conn_update() derives the epoll mask and the timeout from them.
- */
-struct conn {
-	struct handler sock;  /* events on fd */
-	struct handler timer; /* the /sleep timerfd fired */
-	int fd, tfd;
-	uint32_t mask;	   /* epoll interest currently registered */
-	struct link all;   /* on srv.conns, or srv.dead once closed */
-	struct link tlink; /* on srv.timeouts[tl] */
-	enum tlist tl;
-	int64_t deadline;
-	unsigned long served;
-	bool peer_eof, close_after, lingering, dead;
-	struct request sleeping; /* the pending /sleep request */
+struct hconn {
+	uint64_t discard; /* body bytes still to read and drop */
+	unsigned served;  /* requests answered */
+	bool in_request;  /* a head has begun: the header timer runs */
+	bool sleeping;	  /* a /sleep reply waits on the timer */
+	bool sleep_head;  /* ... for a HEAD request */
+	bool sleep_keep;  /* ... whose client allows another request */
+	bool done;	  /* the last answer is queued */
 	long sleep_ms;
-	uint64_t discard; /* request body bytes still to read and drop */
-	char *out;
-	size_t out_len, out_off, out_cap;
-	size_t in_len;
-	char in[IN_MAX];
-};
-
-struct listener {
-	struct handler h;
-	int fd;
-	bool owned; /* bound by us (--listen), not inherited */
 };
 
 static struct {
-	int ep;
-	int64_t now;
-	bool stopping;
-	bool accept_paused;
-	bool accept_warned; /* said so once for this shortage */
-	int64_t accept_resume;
-	struct listener listeners[MAX_LISTENERS];
-	int nlisteners;
-	struct link conns, dead;
-	unsigned long nconns;
-	struct link timeouts[T_COUNT];
 	const char *message;
-	char pid_json[96];
-} srv;
+	long header_ms, idle_ms, grace_ms;
+	unsigned max_conns, max_requests;
+	struct reactor *r;
+	struct answer root, pid, not_found, bad_method, bad_sleep;
+	struct canned e400, e431, e501, e505;
+	struct canned *all[16]; /* every canned response, for the Date */
+	int nall;
+	time_t date_sec;
+	char date[DATE_LEN + 1];
+} hello;
 
-static void conn_run(struct conn *c);
-static void conn_update(struct conn *c);
-
-/* ---- small things ----------------------------------------------------- */
-
-/* One line on stderr, written at once. */
-static void say(const char *what, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0)));
-
-static void say(const char *what, const char *fmt, va_list ap)
-{
-	char buf[512];
-
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	fprintf(stderr, PROG ": %s%s\n", what, buf);
-}
+/* ---- small things ------------------------------------------------------- */
 
 static void die(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 
 static void die(const char *fmt, ...)
 {
+	char buf[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	say("", fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	fprintf(stderr, PROG ": %s\n", buf);
 	exit(1);
 }
 
@@ -173,132 +114,13 @@ static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void warn(const char *fmt, ...)
 {
+	char buf[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	say("warning: ", fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void link_init(struct link *l)
-{
-	l->prev = l->next = l;
-}
-
-static bool link_empty(const struct link *l)
-{
-	return l->next == l;
-}
-
-static void link_append(struct link *head, struct link *l)
-{
-	l->prev = head->prev;
-	l->next = head;
-	head->prev->next = l;
-	head->prev = l;
-}
-
-/*
- * The analyzer loses track of container_of() in reap_dead() and reports a
- * use after free here; the list is intact.
- */
-static void link_remove(struct link *l)
-{
-	l->prev->next = l->next; // NOLINT(clang-analyzer-unix.Malloc)
-	l->next->prev = l->prev;
-	link_init(l);
-}
-
-/* ---- timeouts ----------------------------------------------------------- */
-
-static void timer_clear(struct conn *c)
-{
-	if (c->tl != T_NONE)
-		link_remove(&c->tlink);
-	c->tl = T_NONE;
-}
-
-/* Put c on list tl; if it is on it already, its deadline stands. */
-static void timer_set(struct conn *c, enum tlist tl)
-{
-	if (c->tl == tl)
-		return;
-	timer_clear(c);
-	c->tl = tl;
-	c->deadline = srv.now + tlist_ms[tl];
-	link_append(&srv.timeouts[tl], &c->tlink);
-}
-
-/* Milliseconds epoll_wait may sleep: to the earliest deadline, or -1. */
-static int next_timeout(void)
-{
-	int64_t d = INT64_MAX;
-
-	for (int i = 0; i < T_COUNT; i++) {
-		struct conn *c;
-
-		if (link_empty(&srv.timeouts[i]))
-			continue;
-		c = container_of(srv.timeouts[i].next, struct conn, tlink);
-		if (c->deadline < d)
-			d = c->deadline;
-	}
-	if (srv.accept_paused && srv.accept_resume < d)
-		d = srv.accept_resume;
-	if (d == INT64_MAX)
-		return -1;
-	if (d <= srv.now)
-		return 0;
-	return d - srv.now > INT_MAX ? INT_MAX : (int)(d - srv.now);
-}
-
-/* ---- output ------------------------------------------------------------- */
-
-static size_t out_pending(const struct conn *c)
-{
-	return c->out_len - c->out_off;
-}
-
-static int out_append(struct conn *c, const void *p, size_t n)
-{
-	if (c->out_len + n > c->out_cap) {
-		size_t cap = c->out_cap ? c->out_cap : 1024;
-		char *o;
-
-		while (cap < c->out_len + n)
-			cap *= 2;
-		o = realloc(c->out, cap);
-		if (o == NULL)
-			return -1;
-		c->out = o;
-		c->out_cap = cap;
-	}
-	memcpy(c->out + c->out_len, p, n);
-	c->out_len += n;
-	return 0;
-}
-
-/* The Date header's value, formatted once a second. */
-static const char *http_date(void)
-{
-	static char buf[40];
-	static time_t last = -1;
-	time_t t = time(NULL);
-	struct tm tm;
-
-	if (t != last && gmtime_r(&t, &tm) != NULL) {
-		strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-		last = t;
-	}
-	return buf;
+	fprintf(stderr, PROG ": warning: %s\n", buf);
 }
 
 static const char *status_text(int status)
@@ -314,251 +136,189 @@ static const char *status_text(int status)
 		return "Method Not Allowed";
 	case 431:
 		return "Request Header Fields Too Large";
-	case 500:
-		return "Internal Server Error";
 	case 501:
 		return "Not Implemented";
 	case 505:
 		return "HTTP Version Not Supported";
 	default:
-		return "Unknown";
+		return "Internal Server Error";
 	}
+}
+
+/* The Date value, re-made when the second changes, and patched in. */
+static void date_refresh(void)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	if (t == hello.date_sec || gmtime_r(&t, &tm) == NULL)
+		return;
+	hello.date_sec = t;
+	strftime(hello.date, sizeof(hello.date), "%a, %d %b %Y %H:%M:%S GMT",
+		 &tm);
+	for (int i = 0; i < hello.nall; i++)
+		memcpy(hello.all[i]->buf + hello.all[i]->date_at, hello.date,
+		       DATE_LEN);
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+/* The head of a response, into buf; returns its length (< size). */
+static size_t head_format(char *buf, size_t size, int status, const char *type,
+			  size_t body_len, const char *extra, bool keep,
+			  size_t *date_at)
+{
+	int a = snprintf(buf, size,
+			 "HTTP/1.1 %d %s\r\nServer: " PROG "\r\nDate: ", status,
+			 status_text(status));
+	int b = snprintf(buf + a, size - (size_t)a,
+			 "%s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			 "%sConnection: %s\r\n\r\n",
+			 hello.date, type, body_len, extra,
+			 keep ? "keep-alive" : "close");
+
+	if (date_at != NULL)
+		*date_at = (size_t)a;
+	return (size_t)a + (size_t)b;
+}
+
+static void canned_make(struct canned *cn, int status, const char *type,
+			const char *body, const char *extra, bool keep)
+{
+	size_t blen = strlen(body);
+	char head[512];
+
+	cn->head_len = head_format(head, sizeof(head), status, type, blen,
+				   extra, keep, &cn->date_at);
+	cn->len = cn->head_len + blen;
+	cn->buf = malloc(cn->len);
+	if (cn->buf == NULL)
+		die("out of memory");
+	memcpy(cn->buf, head, cn->head_len);
+	memcpy(cn->buf + cn->head_len, body, blen);
+	hello.all[hello.nall++] = cn;
+}
+
+static void answer_make(struct answer *a, int status, const char *type,
+			const char *body, const char *extra)
+{
+	canned_make(&a->keep, status, type, body, extra, true);
+	canned_make(&a->close, status, type, body, extra, false);
+}
+
+static void canned_setup(void)
+{
+	static char pid_json[96];
+	static char bodies[4][64];
+	static const int errors[4] = {400, 431, 501, 505};
+	struct canned *ecn[4] = {&hello.e400, &hello.e431, &hello.e501,
+				 &hello.e505};
+
+	snprintf(pid_json, sizeof(pid_json),
+		 "{\"pid\":%d,\"slot\":%d,\"generation\":%d}\n", (int)getpid(),
+		 rw_slot(), rw_generation());
+	memset(hello.date, ' ', DATE_LEN);
+	answer_make(&hello.root, 200, TEXT_PLAIN, hello.message, "");
+	answer_make(&hello.pid, 200, "application/json", pid_json, "");
+	answer_make(&hello.not_found, 404, TEXT_PLAIN, "not found\n", "");
+	answer_make(&hello.bad_method, 405, TEXT_PLAIN, "method not allowed\n",
+		    "Allow: GET, HEAD\r\n");
+	answer_make(&hello.bad_sleep, 400, TEXT_PLAIN,
+		    "want /sleep?ms=N with N in 0..60000\n", "");
+	for (int i = 0; i < 4; i++) {
+		snprintf(bodies[i], sizeof(bodies[i]), "%s\n",
+			 status_text(errors[i]));
+		canned_make(ecn[i], errors[i], TEXT_PLAIN, bodies[i], "",
+			    false);
+	}
+	date_refresh();
 }
 
 /*
- * Queue one response.  A response that does not keep the connection
- * (the client's wish, an error, or a stop under way) ends the requests
- * this connection will serve.
+ * Queue a response.  One that does not keep the connection ends it: by
+ * close(2) when the client asked for that and has sent all it meant to;
+ * otherwise by a half-close that absorbs a request already on its way.
  */
-static void respond(struct conn *c, int status, const char *type,
-		    const char *body, size_t len, bool head, bool keep)
+static void send_canned(struct reactor_conn *c, const struct canned *cn,
+			bool head, bool keep, bool client_closes)
 {
-	char hdr[512];
-	int n;
+	struct hconn *h = reactor_data(c);
 
-	keep = keep && !srv.stopping;
-	n = snprintf(hdr, sizeof(hdr),
-		     "HTTP/1.1 %d %s\r\n"
-		     "Server: " PROG "\r\n"
-		     "Date: %s\r\n"
-		     "Content-Type: %s\r\n"
-		     "Content-Length: %zu\r\n"
-		     "%s"
-		     "Connection: %s\r\n"
-		     "\r\n",
-		     status, status_text(status), http_date(), type, len,
-		     status == 405 ? "Allow: GET, HEAD\r\n" : "",
-		     keep ? "keep-alive" : "close");
-	c->served++;
-	if (!keep)
-		c->close_after = true;
-	if (out_append(c, hdr, (size_t)n) < 0 ||
-	    (!head && out_append(c, body, len) < 0)) {
-		/* Out of memory: drop the partial response and the connection. */
-		c->out_len = c->out_off;
-		c->close_after = true;
+	if (reactor_write(c, cn->buf, head ? cn->head_len : cn->len) < 0) {
+		reactor_abort(c);
+		h->done = true;
+		return;
 	}
-}
-
-static void respond_text(struct conn *c, int status, const char *text,
-			 bool head, bool keep)
-{
-	respond(c, status, "text/plain; charset=utf-8", text, strlen(text),
-		head, keep);
-}
-
-static void respond_error(struct conn *c, int status)
-{
-	char body[64];
-
-	snprintf(body, sizeof(body), "%s\n", status_text(status));
-	respond_text(c, status, body, false, false);
-}
-
-/* 0 when all is sent or the socket is full, -1 if the connection is gone. */
-static int conn_flush(struct conn *c)
-{
-	while (out_pending(c) > 0) {
-		ssize_t n = send(c->fd, c->out + c->out_off, out_pending(c),
-				 MSG_NOSIGNAL);
-
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			return -1;
-		}
-		c->out_off += (size_t)n;
-		if (c->tl == T_IDLE)
-			timer_clear(c); /* progress restarts the send timeout */
-	}
-	if (out_pending(c) == 0)
-		c->out_off = c->out_len = 0;
-	return 0;
-}
-
-/* ---- parsing ------------------------------------------------------------ */
-
-static bool is_tchar(unsigned char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-	       (ch >= '0' && ch <= '9') ||
-	       (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-/* Does the comma-separated list [p, end) hold token tok? */
-static bool list_has(const char *p, const char *end, const char *tok)
-{
-	size_t tl = strlen(tok);
-
-	while (p < end) {
-		const char *q = p, *e;
-
-		while (q < end && *q != ',')
-			q++;
-		e = q;
-		while (p < e && (*p == ' ' || *p == '\t'))
-			p++;
-		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
-		if ((size_t)(e - p) == tl && strncasecmp(p, tok, tl) == 0)
-			return true;
-		p = q + 1;
-	}
-	return false;
-}
-
-/* "METHOD SP TARGET SP HTTP/1.x"; 0 or the status to answer. */
-static int parse_request_line(const char *p, const char *end,
-			      struct request *rq, int *minor)
-{
-	const char *m = p, *t;
-
-	while (p < end && is_tchar((unsigned char)*p))
-		p++;
-	if (p == m || p == end || *p != ' ')
-		return 400;
-	rq->head = p - m == 4 && memcmp(m, "HEAD", 4) == 0;
-	rq->get = rq->head || (p - m == 3 && memcmp(m, "GET", 3) == 0);
-	t = ++p;
-	while (p < end && (unsigned char)*p > ' ' && *p != 0x7f)
-		p++;
-	if (p == t || p == end || *p != ' ')
-		return 400;
-	rq->target = t;
-	rq->target_len = (size_t)(p - t);
-	p++;
-	if (end - p != 8 || memcmp(p, "HTTP/", 5) != 0 || p[6] != '.' ||
-	    p[5] < '0' || p[5] > '9' || p[7] < '0' || p[7] > '9')
-		return 400;
-	if (p[5] != '1' || (p[7] != '0' && p[7] != '1'))
-		return 505;
-	*minor = p[7] - '0';
-	return 0;
-}
-
-struct headers {
-	bool conn_close, conn_keep, te, has_cl;
-	uint64_t cl;
-};
-
-/* One "Name: value" line; 0 or the status to answer. */
-static int parse_header(const char *p, const char *end, struct headers *h)
-{
-	const char *name = p, *v, *ve;
-	size_t nl;
-
-	while (p < end && is_tchar((unsigned char)*p))
-		p++;
-	if (p == name || p == end || *p != ':')
-		return 400; /* also obs-fold and space before the colon */
-	nl = (size_t)(p - name);
-	for (v = p + 1; v < end && (*v == ' ' || *v == '\t'); v++)
-		;
-	for (ve = end; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
-		;
-	for (const char *q = v; q < ve; q++)
-		if (((unsigned char)*q < ' ' && *q != '\t') || *q == 0x7f)
-			return 400;
-	if (nl == 10 && strncasecmp(name, "connection", nl) == 0) {
-		h->conn_close |= list_has(v, ve, "close");
-		h->conn_keep |= list_has(v, ve, "keep-alive");
-	} else if (nl == 17 &&
-		   strncasecmp(name, "transfer-encoding", nl) == 0) {
-		h->te = true;
-	} else if (nl == 14 && strncasecmp(name, "content-length", nl) == 0) {
-		uint64_t cl = 0;
-
-		if (v == ve || ve - v > 18)
-			return 400;
-		for (const char *q = v; q < ve; q++) {
-			if (*q < '0' || *q > '9')
-				return 400;
-			cl = cl * 10 + (uint64_t)(*q - '0');
-		}
-		if (h->has_cl && h->cl != cl)
-			return 400;
-		h->has_cl = true;
-		h->cl = cl;
-	}
-	return 0;
+	if (keep)
+		return;
+	h->done = true;
+	if (client_closes && h->discard == 0)
+		reactor_close(c);
+	else
+		reactor_shutdown(c);
 }
 
 /*
- * Parse one request head at the start of buf.  Returns its length, 0 if
- * it is not complete yet, or minus the status to answer before closing.
- * Lines may end in CRLF or a bare LF; empty lines before the request line
- * are skipped.
+ * Whether to keep the connection after this answer: not if the client
+ * does not want to, nor once stopping, nor after max_requests answers.
+ * The last is as nginx's keepalive_requests: a client that reconnects
+ * lands on whichever worker accepts first, which is an idle one, so
+ * long-lived connections do not stay where a burst put them.
  */
-static long parse_request(const char *buf, size_t len, struct request *rq)
+static bool keep_after(struct reactor_conn *c, bool client_keep)
 {
-	const char *p = buf, *end = buf + len;
-	struct headers h = {0};
-	bool first = true;
-	int minor = 1, r;
+	struct hconn *h = reactor_data(c);
 
-	while (p < end && (*p == '\r' || *p == '\n'))
-		p++;
-	for (;;) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		const char *le;
+	return client_keep && !reactor_stopping(hello.r) &&
+	       ++h->served < hello.max_requests;
+}
 
-		if (eol == NULL)
-			return 0;
-		le = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
-		if (memchr(p, '\r', (size_t)(le - p)) != NULL)
-			return -400;
-		if (first)
-			r = parse_request_line(p, le, rq, &minor);
-		else if (le == p)
-			r = -1; /* the empty line: end of the head */
+static void send_answer(struct reactor_conn *c, const struct answer *a,
+			bool head, bool client_keep)
+{
+	bool keep = keep_after(c, client_keep);
+
+	send_canned(c, keep ? &a->keep : &a->close, head, keep, !client_keep);
+}
+
+static void send_error(struct reactor_conn *c, int status)
+{
+	const struct canned *cn = status == 431	  ? &hello.e431
+				  : status == 501 ? &hello.e501
+				  : status == 505 ? &hello.e505
+						  : &hello.e400;
+
+	send_canned(c, cn, false, false, false);
+}
+
+static void sleep_reply(struct reactor_conn *c, struct hconn *h)
+{
+	bool keep = keep_after(c, h->sleep_keep);
+	char body[64], buf[512];
+	int blen = snprintf(body, sizeof(body), "slept %ld ms\n", h->sleep_ms);
+	size_t hl;
+
+	date_refresh();
+	hl = head_format(buf, sizeof(buf), 200, TEXT_PLAIN, (size_t)blen, "",
+			 keep, NULL);
+	if (!h->sleep_head) {
+		memcpy(buf + hl, body, (size_t)blen);
+		hl += (size_t)blen;
+	}
+	h->sleeping = false;
+	if (reactor_write(c, buf, hl) < 0) {
+		reactor_abort(c);
+		h->done = true;
+	} else if (!keep) {
+		h->done = true;
+		if (h->sleep_keep || h->discard > 0)
+			reactor_shutdown(c);
 		else
-			r = parse_header(p, le, &h);
-		p = eol + 1;
-		if (r == -1)
-			break;
-		if (r != 0)
-			return -r;
-		first = false;
+			reactor_close(c);
 	}
-	if (h.te)
-		return h.has_cl ? -400 : -501;
-	rq->content_length = h.cl;
-	rq->keep = minor == 1 ? !h.conn_close : h.conn_keep && !h.conn_close;
-	return (long)(p - buf);
 }
 
 /* ---- routes ------------------------------------------------------------- */
-
-/* memmem for [p, end) that does not cross a '/' before the needle. */
-static const char *strstr_n(const char *p, const char *end, const char *needle)
-{
-	const char *f = memmem(p, (size_t)(end - p), needle, strlen(needle));
-	const char *slash = memchr(p, '/', (size_t)(end - p));
-
-	return f != NULL && (slash == NULL || slash > f) ? f : NULL;
-}
 
 static bool path_is(const char *path, size_t len, const char *want)
 {
@@ -586,555 +346,156 @@ static long query_ms(const char *q, const char *end)
 	return -1;
 }
 
-static void sleep_done(struct conn *c)
+static void route_sleep(struct reactor_conn *c, struct hconn *h,
+			const struct http_request *rq, long ms)
 {
-	char body[64];
-
-	snprintf(body, sizeof(body), "slept %ld ms\n", c->sleep_ms);
-	respond_text(c, 200, body, c->sleeping.head, c->sleeping.keep);
+	h->sleeping = true;
+	h->sleep_head = rq->method == HTTP_HEAD;
+	h->sleep_keep = rq->keep_alive;
+	h->sleep_ms = ms;
+	if (ms == 0)
+		sleep_reply(c, h);
+	else
+		reactor_timeout(c, ms);
 }
 
-static void conn_timer_event(struct handler *h, uint32_t events);
-
-static void route_sleep(struct conn *c, const struct request *rq, long ms)
+/* The path of an absolute-form target, "http://host/path?q". */
+static const char *absolute_path(const char *t, const char *end)
 {
-	struct itimerspec its = {0};
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->timer};
-	int fd;
+	const char *s = memmem(t, (size_t)(end - t), "://", 3);
+	const char *slash = memchr(t, '/', (size_t)(end - t));
 
-	c->sleeping = *rq;
-	c->sleep_ms = ms;
-	if (ms == 0) {
-		sleep_done(c);
-		return;
-	}
-	fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (fd == -1) {
-		respond_text(c, 500, "no timer\n", rq->head, rq->keep);
-		return;
-	}
-	its.it_value.tv_sec = ms / 1000;
-	its.it_value.tv_nsec = (ms % 1000) * 1000000;
-	if (timerfd_settime(fd, 0, &its, NULL) == -1 ||
-	    epoll_ctl(srv.ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
-		close(fd);
-		respond_text(c, 500, "no timer\n", rq->head, rq->keep);
-		return;
-	}
-	c->tfd = fd;
-	c->sleeping.target = NULL; /* points into c->in, which moves */
+	if (s == NULL || (slash != NULL && slash < s))
+		return t;
+	slash = memchr(s + 3, '/', (size_t)(end - s - 3));
+	return slash != NULL ? slash : end;
 }
 
-static void route(struct conn *c, const struct request *rq)
+static void route(struct reactor_conn *c, struct hconn *h,
+		  const struct http_request *rq)
 {
 	const char *path = rq->target, *end = rq->target + rq->target_len;
+	bool head = rq->method == HTTP_HEAD, get = rq->method != HTTP_OTHER;
 	const char *q;
 	size_t plen;
 
-	/* absolute-form, "http://host/path": keep the path. */
-	if (path[0] != '/' && (q = strstr_n(path, end, "://")) != NULL) {
-		path = memchr(q + 3, '/', (size_t)(end - q - 3));
-		if (path == NULL) {
-			path = "/";
-			end = path + 1;
-		}
-	}
+	if (path[0] != '/')
+		path = absolute_path(path, end);
 	q = memchr(path, '?', (size_t)(end - path));
-	plen = (size_t)((q ? q : end) - path);
+	plen = (size_t)((q != NULL ? q : end) - path);
+	if (plen == 0) {
+		path = "/"; /* "http://host" */
+		plen = 1;
+	}
 
-	if (path_is(path, plen, "/")) {
-		if (!rq->get)
-			respond_text(c, 405, "method not allowed\n", false,
-				     rq->keep);
+	if (path_is(path, plen, "/") || path_is(path, plen, "/pid")) {
+		if (!get)
+			send_answer(c, &hello.bad_method, false,
+				    rq->keep_alive);
 		else
-			respond_text(c, 200, srv.message, rq->head, rq->keep);
-	} else if (path_is(path, plen, "/pid")) {
-		if (!rq->get)
-			respond_text(c, 405, "method not allowed\n", false,
-				     rq->keep);
-		else
-			respond(c, 200, "application/json", srv.pid_json,
-				strlen(srv.pid_json), rq->head, rq->keep);
+			send_answer(c, plen == 1 ? &hello.root : &hello.pid,
+				    head, rq->keep_alive);
 	} else if (path_is(path, plen, "/sleep")) {
-		long ms = q ? query_ms(q + 1, end) : -1;
+		long ms = q != NULL ? query_ms(q + 1, end) : -1;
 
-		if (!rq->get)
-			respond_text(c, 405, "method not allowed\n", false,
-				     rq->keep);
+		if (!get)
+			send_answer(c, &hello.bad_method, false,
+				    rq->keep_alive);
 		else if (ms < 0)
-			respond_text(c, 400,
-				     "want /sleep?ms=N with N in 0..60000\n",
-				     rq->head, rq->keep);
+			send_answer(c, &hello.bad_sleep, head, rq->keep_alive);
 		else
-			route_sleep(c, rq, ms);
+			route_sleep(c, h, rq, ms);
 	} else {
-		respond_text(c, 404, "not found\n", rq->head, rq->keep);
+		send_answer(c, &hello.not_found, head, rq->keep_alive);
 	}
 }
 
-/* ---- connections -------------------------------------------------------- */
-
-static void set_mask(struct conn *c, uint32_t mask)
-{
-	struct epoll_event ev = {.events = mask, .data.ptr = &c->sock};
-
-	if (mask != c->mask &&
-	    epoll_ctl(srv.ep, EPOLL_CTL_MOD, c->fd, &ev) == 0)
-		c->mask = mask;
-}
-
-/* Abortive end: only when the receive side is empty or the peer is gone. */
-static void conn_close(struct conn *c)
-{
-	if (c->dead)
-		return;
-	timer_clear(c);
-	if (c->tfd >= 0)
-		close(c->tfd);
-	close(c->fd);
-	free(c->out);
-	c->out = NULL;
-	c->dead = true;
-	link_remove(&c->all);
-	link_append(&srv.dead, &c->all);
-	srv.nconns--;
-}
-
-static void consume(struct conn *c, size_t n)
-{
-	memmove(c->in, c->in + n, c->in_len - n);
-	c->in_len -= n;
-}
-
-/* Read and drop whatever arrived; -1 once the client closed or failed. */
-static int drain(struct conn *c)
-{
-	char buf[4096];
-
-	for (;;) {
-		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
-
-		if (n > 0)
-			continue;
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return 0;
-		return -1;
-	}
-}
+/* ---- the reactor's callbacks -------------------------------------------- */
 
 /*
- * Graceful end: send our FIN after the last response, then read until the
- * client's FIN (or LINGER_MS), so that a request the client sent before
- * seeing our FIN is absorbed instead of drawing a reset.
+ * After on_data(): the connection's timer and whether it is busy.  A
+ * head begun but not complete runs the header timer from its first byte
+ * (not restarted by later bytes); between requests, the idle timer.
  */
-static void conn_linger(struct conn *c)
+static void conn_timers(struct reactor_conn *c, struct hconn *h, bool partial)
 {
-	c->lingering = true;
-	c->in_len = 0;
-	c->discard = 0;
-	if (shutdown(c->fd, SHUT_WR) == -1 || drain(c) < 0) {
-		conn_close(c);
+	if (h->done || h->sleeping) {
+		reactor_busy(c, !h->done);
 		return;
 	}
-	timer_clear(c);
-	timer_set(c, T_LINGER);
-	set_mask(c, EPOLLIN);
+	if (partial && !reactor_peer_closed(c)) {
+		if (!h->in_request)
+			reactor_timeout(c, hello.header_ms);
+		h->in_request = true;
+		reactor_busy(c, true);
+		return;
+	}
+	h->in_request = false;
+	reactor_timeout(c, hello.idle_ms);
+	reactor_busy(c, false);
 }
 
-/* One read into the buffer: 1 data, 0 nothing yet, -1 gone (closed). */
-static int conn_read(struct conn *c)
+static size_t on_data(struct reactor_conn *c, const char *data, size_t len)
 {
-	ssize_t n;
+	struct hconn *h = reactor_data(c);
+	size_t used = 0;
 
-	do
-		n = recv(c->fd, c->in + c->in_len, IN_MAX - c->in_len, 0);
-	while (n == -1 && errno == EINTR);
-	if (n > 0) {
-		c->in_len += (size_t)n;
-		return 1;
-	}
-	if (n == 0) {
-		c->peer_eof = true;
-		return 0;
-	}
-	if (errno == EAGAIN || errno == EWOULDBLOCK)
-		return 0;
-	conn_close(c);
-	return -1;
-}
+	date_refresh();
+	while (used < len && !h->sleeping && !h->done &&
+	       !reactor_congested(c)) {
+		struct http_request rq;
+		long n;
 
-/*
- * Answer the requests buffered, in order, until one must wait (a /sleep),
- * ends the connection, is incomplete, or output backs up.  Returns true
- * if it stopped only because output backed up.
- */
-static bool conn_process(struct conn *c)
-{
-	while (c->tfd < 0 && !c->close_after && !c->dead) {
-		struct request rq;
-		long r;
+		if (h->discard > 0) {
+			size_t k = len - used;
 
-		if (c->discard > 0) {
-			size_t n =
-			    c->discard < c->in_len ? c->discard : c->in_len;
-
-			if (n == 0)
-				break;
-			consume(c, n);
-			c->discard -= n;
-			if (c->tl == T_HEADER)
-				timer_clear(c); /* body progress */
+			if (k > h->discard)
+				k = (size_t)h->discard;
+			used += k;
+			h->discard -= k;
 			continue;
 		}
-		if (c->in_len == 0)
+		n = http_parse(data + used, len - used, IN_MAX, &rq);
+		if (n == 0)
 			break;
-		if (out_pending(c) >= OUT_HIGH)
-			return true;
-		r = parse_request(c->in, c->in_len, &rq);
-		if (r == 0) {
-			if (c->in_len == IN_MAX)
-				respond_error(c, 431);
+		if (n < 0) {
+			send_error(c, (int)-n);
+			used = len;
 			break;
 		}
-		if (r < 0) {
-			respond_error(c, (int)-r);
-			break;
-		}
-		timer_clear(c); /* a request is complete: its timeout is over */
-		route(c, &rq);
-		consume(c, (size_t)r);
-		c->discard = rq.content_length;
+		used += (size_t)n;
+		h->discard = rq.content_length;
+		route(c, h, &rq);
 	}
-	return false;
+	conn_timers(c, h, used < len || h->discard > 0);
+	return used;
 }
 
-/* Derive epoll interest and timeout from the connection's facts. */
-static void conn_update(struct conn *c)
+static void on_timer(struct reactor_conn *c)
 {
-	bool sleeping = c->tfd >= 0, writing = out_pending(c) > 0;
-	uint32_t mask = 0;
+	struct hconn *h = reactor_data(c);
 
-	if (c->dead || c->lingering)
-		return;
-	if (!sleeping && !writing) {
-		if (c->close_after) {
-			conn_linger(c);
-			return;
-		}
-		if (c->peer_eof) {
-			conn_close(c); /* nothing left to answer */
-			return;
-		}
-	}
-	if (writing)
-		mask |= EPOLLOUT;
-	if (!sleeping && !c->close_after && !c->peer_eof &&
-	    c->in_len < IN_MAX && out_pending(c) < OUT_HIGH)
-		mask |= EPOLLIN;
-	set_mask(c, mask);
-
-	if (sleeping)
-		timer_clear(c);
-	else if (writing)
-		timer_set(c, T_IDLE);
-	else if (c->in_len > 0 || c->discard > 0)
-		timer_set(c, T_HEADER);
-	else if (srv.stopping)
-		timer_set(c, T_GRACE);
-	else
-		timer_set(c, c->served == 0 ? T_HEADER : T_IDLE);
-}
-
-static void conn_run(struct conn *c)
-{
-	for (;;) {
-		bool backed_up = conn_process(c);
-
-		if (c->dead)
-			return;
-		if (conn_flush(c) < 0) {
-			conn_close(c);
-			return;
-		}
-		if (!backed_up || out_pending(c) > 0)
-			break;
-	}
-	conn_update(c);
-}
-
-static void conn_sock_event(struct handler *h, uint32_t events)
-{
-	struct conn *c = container_of(h, struct conn, sock);
-
-	if (c->dead)
-		return;
-	if (c->lingering) {
-		if ((events & (EPOLLERR | EPOLLHUP)) || drain(c) < 0)
-			conn_close(c);
-		return;
-	}
-	if (events & (EPOLLERR | EPOLLHUP)) {
-		conn_close(
-		    c); /* reset, or both directions shut: no one to answer */
-		return;
-	}
-	if ((events & EPOLLIN) && (c->mask & EPOLLIN) && conn_read(c) < 0)
-		return;
-	conn_run(c);
-}
-
-static void conn_timer_event(struct handler *h, uint32_t events)
-{
-	struct conn *c = container_of(h, struct conn, timer);
-	uint64_t ticks;
-
-	(void)events;
-	if (c->dead || c->tfd < 0)
-		return;
-	if (read(c->tfd, &ticks, sizeof(ticks)) != (ssize_t)sizeof(ticks))
-		return; /* not yet */
-	close(c->tfd);
-	c->tfd = -1;
-	sleep_done(c);
-	conn_run(c);
-}
-
-static void conn_timeout(struct conn *c, enum tlist tl)
-{
-	switch (tl) {
-	case T_GRACE:
-		/* Only now, having seen nothing arrive, end it gracefully. */
-		if (conn_read(c) < 0)
-			return;
-		if (c->in_len > 0 || c->peer_eof)
-			conn_run(c);
-		else
-			conn_linger(c);
-		break;
-	case T_IDLE:
-		if (out_pending(c) > 0)
-			conn_close(c); /* the client stopped reading */
-		else
-			conn_linger(c);
-		break;
-	case T_HEADER:
-		conn_linger(c); /* too slow: close without a response */
-		break;
-	case T_LINGER:
-	default:
-		drain(c);
-		conn_close(c);
-		break;
+	if (h->sleeping) {
+		sleep_reply(c, h);
+		conn_timers(c, h, h->discard > 0);
+	} else if (!h->in_request && reactor_pending(c) > 0) {
+		reactor_abort(c); /* it stopped reading its answers */
+	} else {
+		reactor_shutdown(c); /* idle, or too slow with its request */
 	}
 }
 
-static void run_timeouts(void)
-{
-	for (int i = 0; i < T_COUNT; i++) {
-		while (!link_empty(&srv.timeouts[i])) {
-			struct conn *c = container_of(srv.timeouts[i].next,
-						      struct conn, tlink);
-
-			if (c->deadline > srv.now)
-				break;
-			timer_clear(c);
-			conn_timeout(c, (enum tlist)i);
-		}
-	}
-}
-
-static void conn_new(int fd)
-{
-	struct epoll_event ev = {.events = EPOLLIN};
-	struct conn *c = malloc(sizeof(*c));
-	int one = 1;
-
-	if (c == NULL) {
-		close(fd);
-		return;
-	}
-	memset(c, 0, offsetof(struct conn, in));
-	c->sock.fn = conn_sock_event;
-	c->timer.fn = conn_timer_event;
-	c->fd = fd;
-	c->tfd = -1;
-	c->tl = T_NONE;
-	c->mask = EPOLLIN;
-	link_init(&c->tlink);
-	ev.data.ptr = &c->sock;
-	if (epoll_ctl(srv.ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
-		close(fd);
-		free(c);
-		return;
-	}
-	/* Fails harmlessly on unix sockets. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	link_append(&srv.conns, &c->all);
-	srv.nconns++;
-	conn_update(c);
-}
-
-static void reap_dead(void)
-{
-	while (!link_empty(&srv.dead)) {
-		struct conn *c = container_of(srv.dead.next, struct conn, all);
-
-		link_remove(&c->all);
-		free(c);
-	}
-}
-
-/* ---- listeners and the stop --------------------------------------------- */
-
-static int listener_watch(struct listener *l)
-{
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
-				 .data.ptr = &l->h};
-
-	if (epoll_ctl(srv.ep, EPOLL_CTL_ADD, l->fd, &ev) == 0)
-		return 0;
-	if (errno != EINVAL)
-		return -1;
-	ev.events = EPOLLIN; /* a kernel without EPOLLEXCLUSIVE */
-	return epoll_ctl(srv.ep, EPOLL_CTL_ADD, l->fd, &ev);
-}
-
-static void accept_pause(void)
-{
-	for (int i = 0; i < srv.nlisteners; i++)
-		if (srv.listeners[i].fd >= 0)
-			epoll_ctl(srv.ep, EPOLL_CTL_DEL, srv.listeners[i].fd,
-				  NULL);
-	srv.accept_paused = true;
-	srv.accept_resume = srv.now + ACCEPT_PAUSE_MS;
-}
-
-static void accept_resume(void)
-{
-	srv.accept_paused = false;
-	for (int i = 0; i < srv.nlisteners; i++)
-		if (srv.listeners[i].fd >= 0)
-			listener_watch(&srv.listeners[i]);
-}
-
-static void accept_all(struct listener *l)
-{
-	for (;;) {
-		int fd =
-		    accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-		if (fd >= 0) {
-			srv.accept_warned = false;
-			conn_new(fd);
-			continue;
-		}
-		switch (errno) {
-		case EAGAIN:
-#if EWOULDBLOCK != EAGAIN
-		case EWOULDBLOCK:
-#endif
-			return;
-		case EMFILE:
-		case ENFILE:
-		case ENOBUFS:
-		case ENOMEM:
-			if (!srv.accept_warned)
-				warn("accept: %s; retrying every %d ms",
-				     strerror(errno), ACCEPT_PAUSE_MS);
-			srv.accept_warned = true;
-			accept_pause();
-			return;
-		default:
-			/* EINTR, ECONNABORTED and pending network errors. */
-			continue;
-		}
-	}
-}
-
-static void listener_event(struct handler *h, uint32_t events)
-{
-	struct listener *l = container_of(h, struct listener, h);
-
-	(void)events;
-	if (l->fd >= 0 && !srv.accept_paused)
-		accept_all(l);
-}
-
-/*
- * Stop: no new connections; every connection ends after what it has in
- * flight, or after one more request within GRACE_MS if it is idle.
- * Closing an inherited listener loses nothing, the supervisor holds it;
- * one we bound ourselves is emptied first.
- */
-static void server_stop(void)
-{
-	struct link *l, *next;
-
-	if (srv.stopping)
-		return;
-	srv.stopping = true;
-	rw_notify("STOPPING=1");
-	for (int i = 0; i < srv.nlisteners; i++) {
-		struct listener *ls = &srv.listeners[i];
-
-		if (ls->fd < 0)
-			continue;
-		if (ls->owned && !srv.accept_paused)
-			accept_all(ls);
-		close(ls->fd); /* also leaves the epoll set */
-		ls->fd = -1;
-	}
-	srv.accept_paused = false;
-	for (l = srv.conns.next; l != &srv.conns; l = next) {
-		next = l->next;
-		conn_update(container_of(l, struct conn, all));
-	}
-}
-
-static struct handler stop_handler;
-static int stop_fds[2] = {-1, -1};
-
-static void stop_event(struct handler *h, uint32_t events)
-{
-	(void)h;
-	(void)events;
-	for (int i = 0; i < 2; i++)
-		if (stop_fds[i] >= 0 && rw_stop_read(stop_fds[i]) > 0)
-			server_stop();
-}
-
-/* ---- setup -------------------------------------------------------------- */
-
-static void add_listener(int fd, bool owned, const char *what)
-{
-	struct listener *l;
-	int on = 0, flags;
-	socklen_t len = sizeof(on);
-
-	if (srv.nlisteners == MAX_LISTENERS)
-		die("too many listening sockets (at most %d)", MAX_LISTENERS);
-	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == -1)
-		die("%s: %s", what, strerror(errno));
-	if (!on)
-		die("%s is not a listening socket", what);
-	flags = fcntl(fd, F_GETFL);
-	if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
-		die("%s: set O_NONBLOCK: %s", what, strerror(errno));
-	l = &srv.listeners[srv.nlisteners++];
-	l->h.fn = listener_event;
-	l->fd = fd;
-	l->owned = owned;
-	if (listener_watch(l) == -1)
-		die("%s: epoll: %s", what, strerror(errno));
-}
+/* ---- start-up ----------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
 	fprintf(
 	    f,
 	    "usage: " PROG " [--listen ADDR]... [--message TEXT]\n"
+	    "                      [--max-connections N] [--header-timeout "
+	    "MS]\n"
+	    "                      [--idle-timeout MS] [--grace MS]\n"
+	    "                      [--max-requests N]\n"
 	    "\n"
 	    "An HTTP/1.1 example worker for rollover(8).\n"
 	    "  GET /            the message (default \"hello from "
@@ -1147,17 +508,50 @@ static void usage(FILE *f)
 	    "[::1]:8080,\n"
 	    "                      unix:/path; may be repeated\n"
 	    "  -m, --message TEXT  the body of GET /\n"
+	    "  --max-connections N at most N connections at a time (default:\n"
+	    "                      the descriptor limit less 16)\n"
+	    "  --header-timeout MS a request head must arrive within MS of "
+	    "its\n"
+	    "                      first byte (default 10000)\n"
+	    "  --idle-timeout MS   close a keep-alive connection idle for MS\n"
+	    "                      (default 60000)\n"
+	    "  --grace MS          on stop, how long an idle connection may\n"
+	    "                      still send a request (default 1000)\n"
+	    "  --max-requests N    close a connection after N requests\n"
+	    "                      (default 1000)\n"
 	    "  -h, --help          this help\n"
 	    "\n"
 	    "SIGTERM or SIGINT: stop gracefully, exit 0.  Exit 1 if start-up\n"
 	    "fails, 2 on bad usage.\n");
 }
 
+/* A decimal number in [min, max], or a usage error. */
+static long number_arg(const char *opt, const char *s, long min, long max)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
+		fprintf(stderr, PROG ": %s: want a number from %ld to %ld\n",
+			opt, min, max);
+		exit(2);
+	}
+	return v;
+}
+
 static int parse_args(int argc, char **argv, const char **addrs)
 {
+	enum { OPT_MAX = 256, OPT_HEADER, OPT_IDLE, OPT_GRACE, OPT_REQUESTS };
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
 	    {"message", required_argument, NULL, 'm'},
+	    {"max-connections", required_argument, NULL, OPT_MAX},
+	    {"header-timeout", required_argument, NULL, OPT_HEADER},
+	    {"idle-timeout", required_argument, NULL, OPT_IDLE},
+	    {"grace", required_argument, NULL, OPT_GRACE},
+	    {"max-requests", required_argument, NULL, OPT_REQUESTS},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1166,13 +560,33 @@ static int parse_args(int argc, char **argv, const char **addrs)
 	while ((ch = getopt_long(argc, argv, "l:m:h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'l':
-			if (n == MAX_LISTENERS)
+			if (n == MAX_LISTEN)
 				die("too many --listen (at most %d)",
-				    MAX_LISTENERS);
+				    MAX_LISTEN);
 			addrs[n++] = optarg;
 			break;
 		case 'm':
-			srv.message = optarg;
+			hello.message = optarg;
+			break;
+		case OPT_MAX:
+			hello.max_conns = (unsigned)number_arg(
+			    "--max-connections", optarg, 1, 1000000);
+			break;
+		case OPT_HEADER:
+			hello.header_ms =
+			    number_arg("--header-timeout", optarg, 1, 3600000);
+			break;
+		case OPT_IDLE:
+			hello.idle_ms =
+			    number_arg("--idle-timeout", optarg, 1, 3600000);
+			break;
+		case OPT_GRACE:
+			hello.grace_ms =
+			    number_arg("--grace", optarg, 1, 600000);
+			break;
+		case OPT_REQUESTS:
+			hello.max_requests = (unsigned)number_arg(
+			    "--max-requests", optarg, 1, 1000000000);
 			break;
 		case 'h':
 			usage(stdout);
@@ -1193,23 +607,17 @@ static int parse_args(int argc, char **argv, const char **addrs)
 
 static void setup_listeners(const char **addrs, int naddrs)
 {
-	char what[64];
-	int n = rw_listen_fds();
+	int n = reactor_inherit(hello.r);
 
 	if (n < 0)
 		die("LISTEN_FDS: %s", strerror(-n));
-	for (int i = 0; i < n; i++) {
-		snprintf(what, sizeof(what), "fd %d from LISTEN_FDS",
-			 RW_LISTEN_FDS_START + i);
-		add_listener(RW_LISTEN_FDS_START + i, false, what);
-	}
 	if (n > 0)
 		return;
 	if (naddrs == 0)
 		die("no listening socket: not socket-activated and no "
 		    "--listen");
 	for (int i = 0; i < naddrs; i++) {
-		int fd = rw_listen_fallback(addrs[i]);
+		int fd = reactor_listen(hello.r, addrs[i]);
 
 		if (fd == -EINVAL)
 			die("listen %s: not an address (HOST:PORT, [V6]:PORT, "
@@ -1217,68 +625,40 @@ static void setup_listeners(const char **addrs, int naddrs)
 			    addrs[i]);
 		if (fd < 0)
 			die("listen %s: %s", addrs[i], strerror(-fd));
-		add_listener(fd, true, addrs[i]);
-	}
-}
-
-static void setup_stop(void)
-{
-	static const int sigs[2] = {SIGTERM, SIGINT};
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &stop_handler};
-
-	stop_handler.fn = stop_event;
-	for (int i = 0; i < 2; i++) {
-		stop_fds[i] = rw_stop_fd(sigs[i]);
-		if (stop_fds[i] < 0)
-			die("signalfd: %s", strerror(-stop_fds[i]));
-		if (epoll_ctl(srv.ep, EPOLL_CTL_ADD, stop_fds[i], &ev) == -1)
-			die("epoll: %s", strerror(errno));
 	}
 }
 
 int main(int argc, char **argv)
 {
-	const char *addrs[MAX_LISTENERS];
-	struct epoll_event evs[MAX_EVENTS];
-	int naddrs, r;
+	const char *addrs[MAX_LISTEN];
+	struct reactor_config cfg = {
+	    .on_data = on_data,
+	    .on_timer = on_timer,
+	    .conn_size = sizeof(struct hconn),
+	    .in_max = IN_MAX,
+	    .defer_accept = true,
+	};
+	int naddrs, e;
 
-	srv.message = HELLO_MESSAGE;
+	hello.message = HELLO_MESSAGE;
+	hello.header_ms = HEADER_MS;
+	hello.idle_ms = IDLE_MS;
+	hello.max_requests = MAX_REQUESTS;
 	naddrs = parse_args(argc, argv, addrs);
-	signal(SIGPIPE, SIG_IGN);
-	link_init(&srv.conns);
-	link_init(&srv.dead);
-	for (int i = 0; i < T_COUNT; i++)
-		link_init(&srv.timeouts[i]);
-	srv.now = now_ms();
-	srv.ep = epoll_create1(EPOLL_CLOEXEC);
-	if (srv.ep == -1)
-		die("epoll_create1: %s", strerror(errno));
-	setup_stop(); /* first, so that a stop signal during start-up waits */
+	cfg.max_conns = hello.max_conns;
+	cfg.grace_ms = (int)hello.grace_ms;
+	/* First, so that a stop signal during start-up waits. */
+	e = reactor_new(&hello.r, &cfg);
+	if (e < 0)
+		die("reactor: %s", strerror(-e));
 	setup_listeners(addrs, naddrs);
-	snprintf(srv.pid_json, sizeof(srv.pid_json),
-		 "{\"pid\":%d,\"slot\":%d,\"generation\":%d}\n", (int)getpid(),
-		 rw_slot(), rw_generation());
-	r = rw_notify("READY=1");
-	if (r < 0)
-		warn("READY=1 to NOTIFY_SOCKET: %s", strerror(-r));
-
-	while (!srv.stopping || srv.nconns > 0) {
-		int n;
-
-		srv.now = now_ms();
-		n = epoll_wait(srv.ep, evs, MAX_EVENTS, next_timeout());
-		if (n == -1 && errno != EINTR)
-			die("epoll_wait: %s", strerror(errno));
-		srv.now = now_ms();
-		for (int i = 0; i < n; i++) {
-			struct handler *h = evs[i].data.ptr;
-
-			h->fn(h, evs[i].events);
-		}
-		run_timeouts();
-		reap_dead();
-		if (srv.accept_paused && srv.now >= srv.accept_resume)
-			accept_resume();
-	}
+	canned_setup();
+	e = reactor_ready(hello.r);
+	if (e < 0)
+		warn("READY=1 to NOTIFY_SOCKET: %s", strerror(-e));
+	e = reactor_run(hello.r);
+	if (e < 0)
+		die("epoll_wait: %s", strerror(-e));
+	reactor_free(hello.r);
 	return 0;
 }

@@ -139,18 +139,30 @@ def socket_inodes(pid):
     return out
 
 
-def has_timerfd(pid):
+def slow_get(port, path, client_port, timeout=15):
+    """http_get from a known local port, so that holding_request() can
+    find the connection."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                   source_address=("127.0.0.1", client_port))
     try:
-        fds = os.listdir("/proc/%d/fd" % pid)
-    except FileNotFoundError:
-        return False
-    for fd in fds:
-        try:
-            if "timerfd" in os.readlink("/proc/%d/fd/%s" % (pid, fd)):
-                return True
-        except OSError:
-            pass
-    return False
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        c.close()
+
+
+def holding_request(pids, port, client_port):
+    """Those of pids that accepted the connection from client_port to port
+    and read all it sent: its request is in flight there."""
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(path).read().splitlines()[1:]:
+            f = line.split()
+            if (f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == port
+                    and int(f[2].rsplit(":", 1)[1], 16) == client_port
+                    and int(f[4].split(":")[1], 16) == 0 and int(f[9]) != 0):
+                return [p for p in pids if pid_alive(p) and int(f[9]) in socket_inodes(p)]
+    return []
 
 
 def conf_with(path, groups, extra_line=None):
@@ -588,11 +600,12 @@ def test_newest_trigger_wins(supervisor, tmp_path):
 def test_slow_request_completes_across_rollover(supervisor):
     s, port, old = web(supervisor, HELLO_A, workers=2)
     result = {}
+    cport = free_port()
 
     def slow():
         t0 = time.monotonic()
         try:
-            result["r"] = http_get(port, "/sleep?ms=2000", timeout=15)
+            result["r"] = slow_get(port, "/sleep?ms=2000", cport)
         except Exception as e:  # noqa: BLE001 - reported by the assert below
             result["r"] = repr(e)
         result["t"] = time.monotonic() - t0
@@ -600,8 +613,8 @@ def test_slow_request_completes_across_rollover(supervisor):
 
     t = threading.Thread(target=slow, daemon=True)
     t.start()
-    # In flight: an old worker has accepted it and armed its /sleep timer.
-    holder = wait_for(lambda: [p for p in old if has_timerfd(p)], 5,
+    # In flight: an old worker has accepted it and read the request.
+    holder = wait_for(lambda: holding_request(old, port, cport), 5,
                       "an old worker to hold the /sleep request")[0]
     s.signal(signal.SIGHUP)
     s.wait_log(r"web: generation 2 serving after \d+ ms")
@@ -799,14 +812,16 @@ def per_worker_reload(supervisor, port, before, after, wait_pattern, inflight_ms
     try:
         wait_for(lambda: all(l.ok > 20 for l in ls), 10, "load to flow")
         if inflight_ms:
+            cport = free_port()
+
             def run():
                 try:
-                    slow["r"] = http_get(port, "/sleep?ms=%d" % inflight_ms, timeout=15)
+                    slow["r"] = slow_get(port, "/sleep?ms=%d" % inflight_ms, cport)
                 except Exception as e:  # noqa: BLE001 - checked by the caller
                     slow["r"] = repr(e)
             slow["t"] = threading.Thread(target=run, daemon=True)
             slow["t"].start()
-            wait_for(lambda: any(has_timerfd(p) for p in old), 5,
+            wait_for(lambda: holding_request(old, port, cport), 5,
                      "an old worker to hold the slow request")
         write_conf(s.conf, [group_conf(name="web", listen=["127.0.0.1:%d" % port], **after)])
         s.signal(signal.SIGHUP)

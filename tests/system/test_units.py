@@ -22,7 +22,8 @@ CONF = "etc/rollover/rollover.conf"
 
 # Everything `make install DESTDIR=D PREFIX=/usr/local` puts in D, with its mode.
 PROGRAMS = ["usr/local/sbin/rollover", "usr/local/bin/rolloverctl",
-            "usr/local/lib/rollover/rollover-hello"]
+            "usr/local/lib/rollover/rollover-hello",
+            "usr/local/lib/rollover/rollover-echo"]
 DATA = [UNITDIR + "/rollover.service", UNITDIR + "/rollover.socket", CONF]
 
 
