@@ -14,7 +14,10 @@
  * conn_settle() then derives what follows (deliver input, send, close,
  * the epoll interest) once the callback has returned.  So on_close() is
  * never called from inside another callback on the same connection, and
- * the epoll interest is computed in one place.
+ * the epoll interest is computed in one place.  r->in_callback counts
+ * the application's callbacks under way: nothing is settled, and a stop
+ * asked for is not carried out, until they have all returned, so a
+ * callback may call any function here without being re-entered.
  *
  * Timers live in one binary min-heap ordered by key.  A pending timer
  * pushed later only records its new deadline (when); when its key comes
@@ -114,6 +117,8 @@ struct reactor {
 	int64_t now; /* ns */
 	bool ready;  /* READY=1 said */
 	bool stopping;
+	bool stop_todo;	    /* reactor_stop() from a callback: not done yet */
+	int in_callback;    /* the application's callbacks under way */
 	bool exclusive;	    /* EPOLLEXCLUSIVE works here */
 	bool accept_paused; /* out of descriptors a moment ago */
 	struct listener ls[MAX_LISTENERS];
@@ -129,6 +134,7 @@ struct reactor {
 
 static void conn_settle(struct reactor_conn *c);
 static void settle_touched(struct reactor *r);
+static void stop_now(struct reactor *r);
 
 /* ---- small things ------------------------------------------------------- */
 
@@ -323,7 +329,9 @@ static void run_timers(struct reactor *r)
 			continue;
 		}
 		heap_remove(r, t);
+		r->in_callback++;
 		t->fn(t);
+		r->in_callback--;
 		settle_touched(r);
 	}
 }
@@ -353,13 +361,25 @@ static void touch(struct reactor_conn *c)
 	}
 }
 
-/* Settle every connection touched, including those touched meanwhile. */
+/*
+ * Settle every connection touched, including those touched meanwhile;
+ * and carry out a stop asked for from a callback.  Only once no callback
+ * is under way: this is where the loop comes back from the application.
+ */
 static void settle_touched(struct reactor *r)
 {
-	while (!link_empty(&r->touched)) {
-		struct reactor_conn *c =
-		    container_of(r->touched.next, struct reactor_conn, touch);
+	if (r->in_callback > 0)
+		return;
+	for (;;) {
+		struct reactor_conn *c;
 
+		if (r->stop_todo) {
+			r->stop_todo = false;
+			stop_now(r);
+		}
+		if (link_empty(&r->touched))
+			return;
+		c = container_of(r->touched.next, struct reactor_conn, touch);
 		link_remove(&c->touch);
 		c->touched = false;
 		conn_settle(c);
@@ -389,8 +409,11 @@ static void conn_kill(struct reactor_conn *c)
 		return;
 	timer_disarm(r, &c->timer);
 	timer_disarm(r, &c->sys);
-	if (c->greeted && r->cfg.on_close != NULL)
+	if (c->greeted && r->cfg.on_close != NULL) {
+		r->in_callback++;
 		r->cfg.on_close(c);
+		r->in_callback--;
+	}
 	close(c->fd);
 	c->fd = -1;
 	c->state = C_DEAD;
@@ -504,13 +527,16 @@ static bool conn_relieved(struct reactor_conn *c)
 /* Offer the input to on_data() until it uses none or may not be called. */
 static void conn_deliver(struct reactor_conn *c)
 {
-	const struct reactor_config *cfg = &c->r->cfg;
+	struct reactor *r = c->r;
 
 	while (c->in_len > 0 && c->state == C_OPEN && !c->congested) {
-		size_t n = cfg->on_data != NULL
-			       ? cfg->on_data(c, c->in, c->in_len)
-			       : c->in_len;
+		size_t n = c->in_len;
 
+		if (r->cfg.on_data != NULL) {
+			r->in_callback++;
+			n = r->cfg.on_data(c, c->in, c->in_len);
+			r->in_callback--;
+		}
 		if (n == 0) {
 			c->stalled = true;
 			return;
@@ -636,8 +662,11 @@ static void conn_timer_fired(struct reactor_timer *t)
 {
 	struct reactor_conn *c = container_of(t, struct reactor_conn, timer);
 
-	if (c->state == C_OPEN && c->r->cfg.on_timer != NULL)
+	if (c->state == C_OPEN && c->r->cfg.on_timer != NULL) {
+		c->r->in_callback++;
 		c->r->cfg.on_timer(c);
+		c->r->in_callback--;
+	}
 	touch(c);
 }
 
@@ -737,6 +766,7 @@ static struct reactor_conn *conn_open(struct reactor *r, int fd, bool read_now,
 				      int *err)
 {
 	struct reactor_conn *c = conn_alloc(r);
+	bool refused = false;
 
 	if (c == NULL) {
 		*err = -ENOMEM;
@@ -745,7 +775,12 @@ static struct reactor_conn *conn_open(struct reactor *r, int fd, bool read_now,
 	c->fd = fd;
 	link_append(&r->conns, &c->all);
 	r->nconns++;
-	if (r->cfg.on_connect != NULL && r->cfg.on_connect(c) < 0) {
+	if (r->cfg.on_connect != NULL) {
+		r->in_callback++;
+		refused = r->cfg.on_connect(c) < 0;
+		r->in_callback--;
+	}
+	if (refused) {
 		close(fd);
 		c->fd = -1;
 		c->state = C_DEAD;
@@ -987,11 +1022,19 @@ static void listener_empty(struct reactor *r, struct listener *l)
 
 void reactor_stop(struct reactor *r)
 {
-	struct link *l;
-
 	if (r->stopping)
 		return;
 	r->stopping = true;
+	if (r->in_callback > 0)
+		r->stop_todo = true; /* when the callback has returned */
+	else
+		stop_now(r);
+}
+
+static void stop_now(struct reactor *r)
+{
+	struct link *l;
+
 	for (int i = 0; i < r->nls; i++) {
 		struct listener *ls = &r->ls[i];
 
@@ -1016,7 +1059,6 @@ void reactor_stop(struct reactor *r)
 		if (c->state == C_OPEN)
 			timer_arm(r, &c->sys, r->cfg.grace_ms);
 	}
-	settle_touched(r);
 }
 
 bool reactor_stopping(const struct reactor *r)

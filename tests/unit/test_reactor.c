@@ -34,6 +34,7 @@ enum mode {
 	M_CLOSE_AFTER, /* echo, then reactor_close() */
 	M_SHUT_AFTER,  /* echo, then reactor_shutdown() */
 	M_ABORT_AFTER, /* echo, then reactor_abort() */
+	M_STOP,	       /* echo, reactor_stop(), and echo again */
 };
 
 #define FLOOD 8192
@@ -93,6 +94,11 @@ static size_t on_data(struct reactor_conn *c, const char *data, size_t len)
 		reactor_shutdown(c);
 	else if (t.mode == M_ABORT_AFTER)
 		reactor_abort(c);
+	if (t.mode == M_STOP) {
+		reactor_stop(reactor_of(c));
+		assert_true(reactor_stopping(reactor_of(c)));
+		assert_int_equal(reactor_write(c, data, used), 0);
+	}
 	return used;
 }
 
@@ -904,6 +910,30 @@ static void test_defer_accept(void **state)
 	reactor_free(r);
 }
 
+/*
+ * A stop asked for from a callback takes effect once it has returned:
+ * the callback goes on with the connection meanwhile.
+ */
+static void test_stop_from_callback(void **state)
+{
+	struct reactor_config cfg = base_config();
+	struct reactor *r;
+
+	(void)state;
+	r = new_reactor(&cfg);
+	cur = r;
+	t.mode = M_STOP;
+	peer_fd = connect_pair(r);
+	put(peer_fd, "ab");
+	expect_bytes(r, peer_fd, "abab");
+	assert_true(reactor_stopping(r));
+	assert_true(step_until(r, peer_at_eof)); /* after the grace */
+	close(peer_fd);
+	assert_true(step_until(r, no_conns));
+	assert_int_equal(t.closes, 1);
+	reactor_free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -925,6 +955,7 @@ int main(void)
 	    cmocka_unit_test(test_timer_many),
 	    cmocka_unit_test(test_conn_timeout),
 	    cmocka_unit_test(test_stop_idle_and_busy),
+	    cmocka_unit_test(test_stop_from_callback),
 	    cmocka_unit_test(test_max_conns),
 	    cmocka_unit_test(test_defer_accept),
 	};
