@@ -24,8 +24,11 @@
  * Conventions: functions that can fail return a negative errno value;
  * nothing here logs, exits, or installs a signal handler.  Times are in
  * milliseconds.  A struct reactor_conn pointer is valid from on_connect()
- * until on_close() returns, and only then freed.  Not thread-safe: use
- * one reactor per process (the stop signals are per process).
+ * until on_close() returns, and only then freed.  A callback may call any
+ * function here but reactor_run(), reactor_step() and reactor_free(); what
+ * it changes takes effect once it returns, never by calling back into it.
+ * Not thread-safe: use one reactor per process (the stop signals are per
+ * process).
  *
  * Level-triggered epoll throughout, which a request-response server pays
  * nothing for: a connection's interest changes only when its output backs
@@ -232,7 +235,8 @@ int reactor_step(struct reactor *r, int timeout_ms);
  *    request with "Connection: close");
  *  - once no connection is left, reactor_run() returns 0.
  *
- * Calling it again does nothing.
+ * Called from a callback, it is carried out once the callback returns;
+ * reactor_stopping() is true at once.  Calling it again does nothing.
  */
 void reactor_stop(struct reactor *r);
 
