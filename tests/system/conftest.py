@@ -45,8 +45,9 @@ def pid_alive(pid):
         return False  # gone, possibly between open and read
 
 
-def children(pid):
-    """Direct children of pid (from /proc/*/stat), zombies excluded."""
+def children(pid, zombies=False):
+    """Direct children of pid (from /proc/*/stat): the live ones, or with
+    zombies=True the ones that exited and are not reaped yet."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -56,7 +57,7 @@ def children(pid):
                 fields = f.read().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if int(fields[1]) == pid and fields[0] != "Z":
+        if int(fields[1]) == pid and (fields[0] == "Z") == zombies:
             out.append(int(d))
     return sorted(out)
 

@@ -17,21 +17,6 @@ def parent_of(pid):
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
-def zombies_of(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == pid and fields[0] == "Z":
-            out.append(int(d))
-    return out
-
-
 def read_pid(path):
     def ready():
         try:
@@ -78,7 +63,7 @@ def test_orphan_that_exits_is_reaped(supervisor, tmp_path):
     s.wait_ready(1)
     orphan = read_pid(str(tmp_path / "orphan.pid"))
     wait_for(lambda: not os.path.exists("/proc/%d" % orphan), what="orphan reaped")
-    assert zombies_of(s.pid) == []
+    assert children(s.pid, zombies=True) == []
     s.signal(signal.SIGTERM)
     assert s.wait_exit() == 0
 
@@ -108,7 +93,7 @@ def test_pid_1_in_a_pid_namespace(tmp_path):
         s.wait_ready(1)
         orphan = read_pid(str(tmp_path / "orphan.pid"))  # as the namespace sees it
         s.wait_log(r"reaped process %d\b" % orphan)
-        assert zombies_of(init) == []
+        assert children(init, zombies=True) == []
         os.kill(init, signal.SIGTERM)
         assert s.wait_exit() == 0
         assert "stopped" in s.log()
