@@ -1449,16 +1449,19 @@ static int config_scan_includes(struct config_ctx *x, FILE *f, const char *file,
 		}
 		if (name == NULL || stat(name, &st) == -1)
 			continue;
-		if (S_ISDIR(st.st_mode)) {
+		/*
+		 * libconfig's scanner exits on a directory, and a FIFO or a
+		 * device could keep a reload reading forever.
+		 */
+		if (!S_ISREG(st.st_mode)) {
 			shown = config_shown(x, file);
-			config_fail_at(x, shown, lineno,
-				       "cannot include %s: "
-				       "it is a directory",
-				       name);
+			config_fail_at(
+			    x, shown, lineno, "cannot include %s: %s", name,
+			    S_ISDIR(st.st_mode) ? "it is a directory"
+						: "not a regular file");
 			free(shown);
 			r = -1;
-		} else if (S_ISREG(st.st_mode) &&
-			   depth + 1 < CONFIG_INCLUDE_DEPTH &&
+		} else if (depth + 1 < CONFIG_INCLUDE_DEPTH &&
 			   (inc = fopen(name, "re")) != NULL) {
 			if (config_scan_includes(x, inc, name, depth + 1) == -1)
 				r = -1;

@@ -515,6 +515,15 @@ static void test_include_directory(void **state)
 				"it is a directory");
 }
 
+/* A FIFO (or /dev/zero) would keep a reload reading forever. */
+static void test_include_not_a_file(void **state)
+{
+	(void)state;
+	put("main.cfg", "@include \"/dev/zero\"\n");
+	expect_fail("main.cfg", "{D}/main.cfg:1: cannot include /dev/zero: "
+				"not a regular file");
+}
+
 /* ---- reading ------------------------------------------------------------- */
 
 static void test_unreadable(void **state)
@@ -1252,6 +1261,7 @@ int main(void)
 	    T(test_include_error),
 	    T(test_include_syntax_error),
 	    T(test_include_directory),
+	    T(test_include_not_a_file),
 	    T(test_unreadable),
 	    T(test_syntax_error),
 	    T(test_unknown_keys),
