@@ -116,6 +116,22 @@ fail : {
 	return -1;
 }
 
+/*
+ * shutdown(2) on a listening socket, by any worker holding it, stops it
+ * for every holder; listen() again would not revive it.  A TCP socket
+ * can be replaced beside it (SO_REUSEPORT); a unix one cannot while its
+ * path is taken, so it stays as it is.
+ */
+static int shut_down(const struct listener *l)
+{
+	int on = 1;
+	socklen_t len = sizeof(on);
+
+	return l->addr.ss.ss_family != AF_UNIX &&
+	       getsockopt(l->fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 &&
+	       !on;
+}
+
 struct listener *listener_get(const struct addr *a, int slot, int backlog)
 {
 	struct listener *l;
@@ -125,6 +141,12 @@ struct listener *listener_get(const struct addr *a, int slot, int backlog)
 		if (!addr_equal(&l->addr, a))
 			continue;
 		first = 0;
+		if (l->slot == slot && shut_down(l)) {
+			log_warnx("%s: a worker shut this socket down; opening "
+				  "a new one",
+				  a->text);
+			continue; /* dropped as its generations go */
+		}
 		if (l->slot == slot) {
 			/* listen() again just sets a new backlog. */
 			if (listen(l->fd, backlog > 0 ? backlog : INT_MAX) ==

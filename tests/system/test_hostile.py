@@ -421,3 +421,37 @@ def test_worker_that_floods_stdout_and_stderr(tmp_path):
     finally:
         s.kill_all()
     assert_no_sanitizer_report(s.log())
+
+
+# ---- a listener shut down for everyone -----------------------------------
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+def test_listener_shut_down_by_a_worker_is_replaced_at_the_next_rollover(
+        supervisor, tmp_path):
+    """shutdown(2) on a shared listener stops it for every holder, which
+    no supervisor can prevent; the next rollover opens a new socket."""
+    from conftest import TESTWORKER
+    port = free_port()
+    strike = tmp_path / "strike"
+    strike.touch()
+    s = supervisor([group_conf(
+        name="web", command=TESTWORKER, workers=1,
+        args=["--serve", "--shutdown-if", str(strike)],
+        listen=["127.0.0.1:%d" % port])])
+    s.wait_ready(1)
+    wait_for(lambda: refused(port), what="the socket shut down")
+    strike.unlink()
+    s.signal(signal.SIGHUP)
+    s.wait_log("a worker shut this socket down; opening a new one")
+    s.wait_log(r"web: generation 2 serving after")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        pid = int(recv_all(c).decode())
+    assert pid in s.workers()

@@ -113,6 +113,8 @@ def main():
     ap.add_argument("--exit", type=int, help="exit at once with this status")
     ap.add_argument("--no-ready", action="store_true")
     ap.add_argument("--ready-when", help="send READY=1 once this file exists")
+    ap.add_argument("--shutdown-if", help="shutdown(2) the listener at fd 3 "
+                    "if this file exists")
     ap.add_argument("--ignore-term", action="store_true")
     ap.add_argument("--stop-delay", type=float, default=0.0)
     ap.add_argument("--dump", help="write env, fds and signal state here")
@@ -147,6 +149,8 @@ def main():
             a.ready_when = None
         return state["stop"] is None or time.monotonic() < state["stop"]
 
+    if a.shutdown_if and os.path.exists(a.shutdown_if):
+        socket.socket(fileno=os.dup(3)).shutdown(socket.SHUT_RDWR)
     if a.serve:
         serve(running)
     else:
