@@ -27,7 +27,6 @@
 #define QUICK_STOP_TIMEOUT_MS 5000
 
 int quick_mode;
-static int quick_colour;
 
 static char **strv_dup(char *const *v, size_t n)
 {
@@ -161,7 +160,6 @@ struct config *quick_config(const struct quick *q)
 	g->settle_max_ms = 2000;
 
 	quick_mode = 1;
-	quick_colour = isatty(STDERR_FILENO);
 	return c;
 }
 
@@ -176,7 +174,8 @@ static void quick_say(const char *colour, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (quick_colour)
+	/* Asked each time: a self-upgrade keeps no such state. */
+	if (isatty(STDERR_FILENO))
 		fprintf(stderr, "\033[%sm%s\033[0m\n", colour, line);
 	else
 		fprintf(stderr, "%s\n", line);

@@ -211,7 +211,7 @@ static void set_cloexec(const int *fds, size_t n, int on)
 /* Step 4.  Returns only if the exec failed. */
 static void upgrade_exec(void)
 {
-	int back = open("/proc/self/exe", O_RDONLY);
+	int back = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
 	int keep[] = {state_fd, back};
 	char **env;
 	int e;
