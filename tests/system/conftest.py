@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.environ.get("ROLLOVER_BUILD", os.path.join(ROOT, "build"))
 ROLLOVER = os.path.join(BUILD, "rollover")
 HELLO = os.path.join(BUILD, "rollover-hello")
+ROLLOVERCTL = os.path.join(BUILD, "rolloverctl")
 TESTWORKER = os.path.join(ROOT, "tests", "system", "testworker.py")
 
 
@@ -85,6 +86,33 @@ def recv_all(sock):
             break
         out += b
     return out
+
+
+def control(sock_path, line, timeout=10.0):
+    """One request on the control socket, read to the end: the reply's
+    lines, the last of which is "ok" or "error: ..."."""
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(timeout)
+    try:
+        c.connect(sock_path)
+        c.sendall(line.encode() + b"\n")
+        out = recv_all(c).decode()
+    finally:
+        c.close()
+    return out.splitlines()
+
+
+def ctl(*args, sock=None, conf=None, timeout=20.0, prefix=()):
+    """Run rolloverctl; returns the CompletedProcess (text)."""
+    cmd = list(prefix) + [ROLLOVERCTL]
+    if sock is not None:
+        cmd += ["-S", sock]
+    if conf is not None:
+        cmd += ["-c", conf]
+    cmd += list(args)
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=timeout,
+                          universal_newlines=True)
 
 
 def wrk_errors(out):

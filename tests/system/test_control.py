@@ -18,11 +18,10 @@ import tempfile
 import threading
 import time
 
-from conftest import (BUILD, HELLO, ROLLOVER, children, free_port, group_conf,
+from conftest import (BUILD, HELLO, ROLLOVER, ROLLOVERCTL, children, ctl, free_port, group_conf,
                       http_get, pid_alive, recv_all, Supervisor, wait_for, write_conf,
                       WrkLoad)
 
-ROLLOVERCTL = os.path.join(BUILD, "rolloverctl")
 TESTS = os.path.join(BUILD, "tests")
 HELLO_A = os.path.join(TESTS, "hello-a")
 HELLO_B = os.path.join(TESTS, "hello-b")
@@ -38,19 +37,6 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 def sock_of(s):
     return os.path.join(os.path.dirname(s.conf), "control.sock")
-
-
-def ctl(*args, sock=None, conf=None, timeout=20.0, prefix=()):
-    """Run rolloverctl; returns the CompletedProcess (text)."""
-    cmd = list(prefix) + [ROLLOVERCTL]
-    if sock is not None:
-        cmd += ["-S", sock]
-    if conf is not None:
-        cmd += ["-c", conf]
-    cmd += list(args)
-    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=timeout,
-                          universal_newlines=True)
 
 
 def ctl_ok(*args, **kw):

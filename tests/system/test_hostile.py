@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import (BUILD, HELLO, ROLLOVER, Supervisor, assert_no_sanitizer_report,
+from conftest import (BUILD, HELLO, ROLLOVER, Supervisor, control, assert_no_sanitizer_report,
                       children, free_port, group_conf, http_get, pid_alive,
                       recv_all, wait_for, write_conf)
 
@@ -33,19 +33,6 @@ BAD_NOREADY = os.path.join(TESTS, "bad-noready")
 
 
 # ---- helpers -------------------------------------------------------------
-
-
-def control(sock, line, timeout=10.0):
-    """One request on the control socket; the reply's lines."""
-    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    c.settimeout(timeout)
-    try:
-        c.connect(sock)
-        c.sendall(line.encode() + b"\n")
-        out = recv_all(c).decode()
-    finally:
-        c.close()
-    return out.splitlines()
 
 
 def status(s):

@@ -8,25 +8,8 @@ import socket
 import subprocess
 import time
 
-from conftest import (ROLLOVER, assert_no_sanitizer_report, group_conf,
+from conftest import (ROLLOVER, assert_no_sanitizer_report, control, group_conf,
                       wait_for, write_conf)
-
-
-def request(sock_path, line, timeout=5.0):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(sock_path)
-        s.sendall(line.encode() + b"\n")
-        out = b""
-        while not out.endswith(b"ok\n") and b"error:" not in out:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-        return out.decode()
-    finally:
-        s.close()
 
 
 NOTE = re.compile(rb"\d+ log lines dropped: the log stream was full\n")
@@ -71,9 +54,9 @@ def test_flooded_log_socket_does_not_stall_the_supervisor(tmp_path):
         time.sleep(0.5)  # the worker has filled the socket by now
         # Nobody reads the log: the supervisor still answers and rolls
         # over (its log lines about it are dropped).
-        st = json.loads(request(ctl, "status").splitlines()[0])
+        st = json.loads(control(ctl, "status", timeout=5)[0])
         assert st["groups"][0]["workers"], st
-        assert request(ctl, "reload", timeout=20).endswith("ok\n")
+        assert control(ctl, "reload", timeout=20)[-1] == "ok"
         _, noted = drain(ours)  # the floods are over: there is room again
         proc.terminate()
         assert proc.wait(timeout=20) == 0

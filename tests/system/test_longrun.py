@@ -7,22 +7,11 @@ daemon at exit.
 """
 import os
 import signal
-import socket
 import time
 
-from conftest import HELLO, free_port, group_conf, http_get, recv_all
+from conftest import HELLO, control, free_port, group_conf, http_get
 
 ROLLOVERS = 1000
-
-
-def control(path, request):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(30)
-    s.connect(path)
-    s.sendall((request + "\n").encode())
-    data = recv_all(s)
-    s.close()
-    return data.decode().splitlines()
 
 
 def fd_count(pid):
@@ -53,7 +42,7 @@ def test_thousand_rollovers_leak_nothing(supervisor, tmp_path):
     def roll(n):
         for _ in range(n):
             assert time.monotonic() < deadline, "rollovers too slow"
-            lines = control(ctl, "reload web")
+            lines = control(ctl, "reload web", timeout=30)
             assert lines[-1] == "ok", lines
 
     roll(50)  # warm up: allocator pools, the first timers

@@ -6,15 +6,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 
-from conftest import (BUILD, HELLO, ROLLOVER, TESTWORKER, Supervisor,
+from conftest import (HELLO, ROLLOVER, TESTWORKER, Supervisor, ctl,
                       WrkLoad, assert_no_sanitizer_report, free_port,
                       group_conf, http_get, wait_for, write_conf)
-
-ROLLOVERCTL = os.path.join(BUILD, "rolloverctl")
-
 
 def install(src, dst):
     """Replace dst the way a package manager does: copy, then rename."""
@@ -22,13 +18,8 @@ def install(src, dst):
     os.rename(dst + ".new", dst)
 
 
-def ctl(sock, *args):
-    return subprocess.run([ROLLOVERCTL, "-S", sock] + list(args),
-                          capture_output=True, text=True, timeout=60)
-
-
 def status(sock):
-    r = ctl(sock, "status", "--json")
+    r = ctl("status", "--json", sock=sock)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -69,7 +60,7 @@ def test_upgrade_under_load_keeps_pid_workers_and_connections(tmp_path):
             for i in range(6):
                 install(ROLLOVER, u.bin)  # a new file at the same path
                 if i % 2 == 0:
-                    r = ctl(u.sock, "upgrade")
+                    r = ctl("upgrade", sock=u.sock, timeout=60)
                     assert r.returncode == 0, r.stderr
                     assert "upgraded from rollover" in r.stdout
                 else:
@@ -86,7 +77,7 @@ def test_upgrade_under_load_keeps_pid_workers_and_connections(tmp_path):
         assert after["groups"][0]["generation"] == 1
         assert u.s.count("upgraded in place") == 6
         # Still a supervisor: a rollover works, and a stop is clean.
-        assert ctl(u.sock, "reload").returncode == 0
+        assert ctl("reload", sock=u.sock, timeout=60).returncode == 0
         assert http_get(port, "/pid")[0] == 200
         u.s.signal(signal.SIGTERM)
         assert u.s.wait_exit() == 0
@@ -119,7 +110,7 @@ def test_broken_new_binary_is_refused_and_the_old_one_runs_on(tmp_path):
                 os.rename(u.bin + ".new", u.bin)
             else:
                 install(src, u.bin)
-            r = ctl(u.sock, "upgrade")
+            r = ctl("upgrade", sock=u.sock, timeout=60)
             assert r.returncode == 1, (r.stdout, r.stderr)
             assert why in r.stderr, r.stderr
             assert http_get(port, "/")[0] == 200
@@ -129,7 +120,7 @@ def test_broken_new_binary_is_refused_and_the_old_one_runs_on(tmp_path):
         assert u.s.count("upgrade failed") == 3
         # A good binary at the path again: the upgrade goes through.
         install(ROLLOVER, u.bin)
-        assert ctl(u.sock, "upgrade").returncode == 0
+        assert ctl("upgrade", sock=u.sock, timeout=60).returncode == 0
         assert worker_pids(status(u.sock)) == pids
     finally:
         u.close()
@@ -149,9 +140,9 @@ def test_upgrade_in_the_middle_of_a_rollover(tmp_path):
         u.s.wait_log(r"generation 1 ready after")
         go.unlink()
         old = worker_pids(status(u.sock))
-        assert ctl(u.sock, "reload", "--no-wait").returncode == 0
+        assert ctl("reload", "--no-wait", sock=u.sock, timeout=60).returncode == 0
         u.s.wait_log(r"generation 2\) started", n=2)
-        r = ctl(u.sock, "upgrade")
+        r = ctl("upgrade", sock=u.sock, timeout=60)
         assert r.returncode == 0, r.stderr
         st = status(u.sock)
         assert st["groups"][0]["last_rollover"]["result"] == "running"
@@ -179,7 +170,7 @@ def test_upgrade_in_quick_mode(tmp_path, monkeypatch):
     try:
         sock = os.path.join(str(tmp_path), "rollover-%d.sock" % s.pid)
         # The socket file exists a moment before it listens.
-        wait_for(lambda: ctl(sock, "status").returncode == 0 and
+        wait_for(lambda: ctl("status", sock=sock).returncode == 0 and
                  worker_pids(status(sock)), what="a worker")
         pids = worker_pids(status(sock))
         s.signal(signal.SIGUSR2)
