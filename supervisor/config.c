@@ -308,15 +308,6 @@ static char **config_strv(size_t n)
 	return xcalloc(n + 1, sizeof(char *));
 }
 
-static void config_strv_free(char **v)
-{
-	if (v == NULL)
-		return;
-	for (char **p = v; *p != NULL; p++)
-		free(*p);
-	free(v);
-}
-
 /* ---- group keys -------------------------------------------------------- */
 
 static int config_valid_name(const char *s)
@@ -1599,8 +1590,8 @@ static void config_group_free(struct group_conf *g)
 	free(g->at.file);
 	free(g->name);
 	free(g->command);
-	config_strv_free(g->args);
-	config_strv_free(g->env);
+	strv_free(g->args);
+	strv_free(g->env);
 	free(g->directory);
 	free(g->user);
 	free(g->group);
@@ -1610,7 +1601,7 @@ static void config_group_free(struct group_conf *g)
 	for (size_t i = 0; i < g->nlisten; i++)
 		free(g->listen_at[i].file);
 	free(g->listen_at);
-	config_strv_free(g->watch_paths);
+	strv_free(g->watch_paths);
 }
 
 void config_free(struct config *c)

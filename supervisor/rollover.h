@@ -50,6 +50,7 @@ void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
+void strv_free(char **v); /* NULL-terminated, each string malloc'd */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t now_ms(void); /* CLOCK_MONOTONIC */
 /* Where the control socket is when the config does not say (malloc'd). */

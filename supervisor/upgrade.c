@@ -117,13 +117,6 @@ static char **upgrade_env(const char *check, int back)
 	return env;
 }
 
-static void strv_free(char **v)
-{
-	for (size_t i = 0; v != NULL && v[i] != NULL; i++)
-		free(v[i]);
-	free(v);
-}
-
 static int state_write(void)
 {
 	size_t off = 0;

@@ -49,6 +49,16 @@ void *xrealloc(void *p, size_t n)
 	return p;
 }
 
+/* A NULL-terminated array of malloc'd strings, and the array. */
+void strv_free(char **v)
+{
+	if (v == NULL)
+		return;
+	for (char **p = v; *p != NULL; p++)
+		free(*p);
+	free(v);
+}
+
 char *xstrdup(const char *s)
 {
 	char *p = strdup(s);
