@@ -826,7 +826,7 @@ void control_load(struct state_in *in)
 
 	if (!in->adopt || in->err != NULL || fd < 0 || path == NULL) {
 		if (in->err == NULL && (fd < 0 || path == NULL))
-			in->err = "no control socket";
+			state_fail(in, "no control socket");
 		free(path);
 		free(version);
 		return;

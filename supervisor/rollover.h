@@ -554,6 +554,8 @@ uint64_t state_get_max(struct state_in *in, uint64_t max);
 char *state_get_str(struct state_in *in); /* malloc'd; NULL is NULL */
 void state_get_buf(struct state_in *in, char *buf, size_t size);
 int state_get_fd(struct state_in *in);
+/* The state is bad (the first reason is kept): reads fail from now on. */
+void state_fail(struct state_in *in, const char *what);
 
 /* ---- upgrade.c -------------------------------------------------------- */
 

@@ -73,7 +73,7 @@ void state_put_fd(struct state_out *o, int fd)
 
 /* ---- reading ------------------------------------------------------------- */
 
-static void state_fail(struct state_in *in, const char *what)
+void state_fail(struct state_in *in, const char *what)
 {
 	if (in->err == NULL)
 		in->err = what;
