@@ -794,6 +794,49 @@ void control_save(struct state_out *o)
 	state_put_u64(o, control_gid);
 	state_put_fd(o, upgrader != NULL ? upgrader->fd : -1);
 	state_put_str(o, ROLLOVER_VERSION);
+	/* Clients that have sent nothing yet: their request is still in
+	 * the socket, for the new program to read. */
+	state_put_u64(o, nclients - (upgrader != NULL));
+	for (struct client *c = clients; c != NULL; c = c->next)
+		if (c != upgrader)
+			state_put_fd(o, c->fd);
+}
+
+/*
+ * Just before the exec: a client whose request was read, or half read,
+ * cannot be carried over (its bytes are gone from the socket), so it is
+ * told to ask again.  control_save() hands over the others.
+ */
+void control_upgrading(void)
+{
+	struct client *c, *next;
+
+	for (c = clients; c != NULL; c = next) {
+		next = c->next;
+		if (c != upgrader && (c->have_request || c->inlen > 0))
+			client_end(c, "error: rollover is upgrading itself; "
+				      "ask again");
+	}
+	/* Those whose answer could not go out at once are dropped. */
+	for (c = clients; c != NULL; c = next) {
+		next = c->next;
+		if (c != upgrader && (c->have_request || c->inlen > 0))
+			client_free(c);
+	}
+}
+
+/* A client handed over before it sent its request. */
+static void control_adopt_idle(int fd)
+{
+	struct client *c = xcalloc(1, sizeof(*c));
+
+	c->fd = fd;
+	timer_init(&c->timeout, client_timeout, c);
+	timer_set(&c->timeout, CONTROL_TIMEOUT_MS);
+	c->next = clients;
+	clients = c;
+	nclients++;
+	loop_add(fd, EPOLLIN, client_event, c);
 }
 
 static void control_adopt_client(int fd)
@@ -823,6 +866,11 @@ void control_load(struct state_in *in)
 	gid_t gid = (gid_t)state_get_max(in, UINT32_MAX);
 	int client = state_get_fd(in);
 	char *version = state_get_str(in);
+	size_t nidle = state_get_max(in, CONTROL_CLIENTS_MAX);
+	int idle[CONTROL_CLIENTS_MAX];
+
+	for (size_t i = 0; i < nidle; i++)
+		idle[i] = state_get_fd(in);
 
 	if (!in->adopt || in->err != NULL || fd < 0 || path == NULL) {
 		if (in->err == NULL && (fd < 0 || path == NULL))
@@ -844,4 +892,7 @@ void control_load(struct state_in *in)
 	loop_add(control_fd, EPOLLIN, control_accept, NULL);
 	if (client >= 0)
 		control_adopt_client(client);
+	for (size_t i = 0; i < nidle; i++)
+		if (idle[i] >= 0)
+			control_adopt_idle(idle[i]);
 }

@@ -478,6 +478,8 @@ void control_stopping(void);
 /* Self-upgrade: the socket, and the client that asked for the upgrade. */
 void control_save(struct state_out *o);
 void control_load(struct state_in *in);
+/* Just before the exec: clients that cannot be handed over are told. */
+void control_upgrading(void);
 /* The upgrade failed (why), before the exec: tell whoever asked. */
 void control_upgrade_done(const char *why);
 

@@ -117,13 +117,23 @@ static char **upgrade_env(const char *check, int back)
 	return env;
 }
 
+/*
+ * The state as it is now, into the memfd (made on first use).  Written
+ * once for the check run and again just before the exec: while the
+ * check ran, workers may have come and gone.
+ */
 static int state_write(void)
 {
 	size_t off = 0;
 
+	free(out.p);
+	free(out.fds);
+	memset(&out, 0, sizeof(out));
 	state_save(&out, supervisor_config());
-	state_fd = memfd_create("rollover-state", MFD_CLOEXEC);
 	if (state_fd == -1)
+		state_fd = memfd_create("rollover-state", MFD_CLOEXEC);
+	if (state_fd == -1 || ftruncate(state_fd, 0) == -1 ||
+	    lseek(state_fd, 0, SEEK_SET) == -1)
 		return -1;
 	while (off < out.len) {
 		ssize_t n = write(state_fd, out.p + off, out.len - off);
@@ -209,8 +219,11 @@ static void upgrade_exec(void)
 	char **env;
 	int e;
 
-	if (lseek(state_fd, 0, SEEK_SET) == -1) {
-		upgrade_fail("state: %s", strerror(errno));
+	control_upgrading();
+	if (state_write() == -1 || lseek(state_fd, 0, SEEK_SET) == -1) {
+		upgrade_fail("cannot write the state: %s", strerror(errno));
+		if (back != -1)
+			close(back);
 		return;
 	}
 	env = upgrade_env(NULL, back);

@@ -6,11 +6,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import time
 
 from conftest import (HELLO, ROLLOVER, TESTWORKER, Supervisor, ctl,
                       WrkLoad, assert_no_sanitizer_report, free_port,
-                      group_conf, http_get, wait_for, write_conf)
+                      group_conf, http_get, recv_all, wait_for, write_conf)
 
 def install(src, dst):
     """Replace dst the way a package manager does: copy, then rename."""
@@ -184,3 +185,24 @@ def test_upgrade_in_quick_mode(tmp_path, monkeypatch):
     finally:
         s.kill_all()
         assert_no_sanitizer_report(s.log())
+
+
+def test_control_clients_connected_during_the_upgrade_are_served(tmp_path):
+    """A client connected across the exec, its request not sent yet, is
+    handed over and answered by the new program."""
+    port = free_port()
+    u = Upgradable(tmp_path, [hello_group(port)])
+    try:
+        u.s.wait_ready(2)
+        early = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        early.settimeout(10)
+        early.connect(u.sock)
+        u.s.signal(signal.SIGUSR2)
+        u.s.wait_log("upgraded in place")
+        early.sendall(b"status\n")
+        lines = recv_all(early).decode().splitlines()
+        early.close()
+        assert lines[-1] == "ok", lines
+        assert json.loads(lines[0])["upgraded_from"] is not None
+    finally:
+        u.close()
