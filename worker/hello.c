@@ -84,6 +84,7 @@ static struct {
 	const char *message;
 	long header_ms, idle_ms, grace_ms;
 	unsigned max_conns, max_requests;
+	bool no_batch; /* --no-batch: keep the scheduling policy */
 	struct reactor *r;
 	struct answer root, pid, not_found, bad_method, bad_sleep;
 	struct canned e400, e431, e501, e505;
@@ -519,6 +520,8 @@ static void usage(FILE *f)
 	    "                      still send a request (default 1000)\n"
 	    "  --max-requests N    close a connection after N requests\n"
 	    "                      (default 1000)\n"
+	    "  --no-batch          keep the scheduling policy (default: run\n"
+	    "                      as SCHED_BATCH if it is SCHED_OTHER)\n"
 	    "  -h, --help          this help\n"
 	    "\n"
 	    "SIGTERM or SIGINT: stop gracefully, exit 0.  Exit 1 if start-up\n"
@@ -543,7 +546,14 @@ static long number_arg(const char *opt, const char *s, long min, long max)
 
 static int parse_args(int argc, char **argv, const char **addrs)
 {
-	enum { OPT_MAX = 256, OPT_HEADER, OPT_IDLE, OPT_GRACE, OPT_REQUESTS };
+	enum {
+		OPT_MAX = 256,
+		OPT_HEADER,
+		OPT_IDLE,
+		OPT_GRACE,
+		OPT_REQUESTS,
+		OPT_NO_BATCH
+	};
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
 	    {"message", required_argument, NULL, 'm'},
@@ -552,6 +562,7 @@ static int parse_args(int argc, char **argv, const char **addrs)
 	    {"idle-timeout", required_argument, NULL, OPT_IDLE},
 	    {"grace", required_argument, NULL, OPT_GRACE},
 	    {"max-requests", required_argument, NULL, OPT_REQUESTS},
+	    {"no-batch", no_argument, NULL, OPT_NO_BATCH},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -587,6 +598,9 @@ static int parse_args(int argc, char **argv, const char **addrs)
 		case OPT_REQUESTS:
 			hello.max_requests = (unsigned)number_arg(
 			    "--max-requests", optarg, 1, 1000000000);
+			break;
+		case OPT_NO_BATCH:
+			hello.no_batch = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -647,6 +661,7 @@ int main(int argc, char **argv)
 	naddrs = parse_args(argc, argv, addrs);
 	cfg.max_conns = hello.max_conns;
 	cfg.grace_ms = (int)hello.grace_ms;
+	cfg.sched_batch = !hello.no_batch;
 	/* First, so that a stop signal during start-up waits. */
 	e = reactor_new(&hello.r, &cfg);
 	if (e < 0)

@@ -32,6 +32,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1165,6 +1166,20 @@ static void config_defaults(struct reactor_config *cfg)
 		cfg->linger_ms = DEFAULT_LINGER_MS;
 }
 
+/*
+ * A throughput server's policy; see sched_batch in reactor.h.  Measured
+ * on 2 CPUs with wrk on the same machine: a woken worker that preempts
+ * wrk answers one request per wake-up; one that waits answers a round
+ * of them, with about a tenth of the context switches.
+ */
+static void sched_batch(void)
+{
+	struct sched_param sp = {.sched_priority = 0};
+
+	if (sched_getscheduler(0) == SCHED_OTHER)
+		(void)sched_setscheduler(0, SCHED_BATCH, &sp);
+}
+
 static int watch_signals(struct reactor *r)
 {
 	static const int sigs[2] = {SIGTERM, SIGINT};
@@ -1190,6 +1205,8 @@ int reactor_new(struct reactor **rp, const struct reactor_config *cfg)
 		return -ENOMEM;
 	r->cfg = *cfg;
 	config_defaults(&r->cfg);
+	if (r->cfg.sched_batch)
+		sched_batch();
 	r->sigfd[0] = r->sigfd[1] = -1;
 	r->exclusive = true;
 	link_init(&r->conns);

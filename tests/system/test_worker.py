@@ -4,6 +4,7 @@ and graceful drain, rollover-echo's drain, and random bytes thrown at
 hello.  Every test runs its own supervisor on a free port; raw sockets
 show exactly what a client sees (an answer, an end of file, a reset).
 """
+import json
 import os
 import random
 import re
@@ -209,6 +210,22 @@ def test_max_connections_reached_new_ones_wait(supervisor):
     assert rb.response()[0] == 200
     b.close()
     third.close()
+
+
+def test_hello_runs_as_sched_batch_unless_told_not_to(supervisor):
+    """SCHED_BATCH by default (see sched_batch in reactor.h), the
+    supervisor's own policy kept; --no-batch keeps the inherited one."""
+    ports = free_port(), free_port()
+    s = supervisor([group_conf(name="batch", command=HELLO,
+                               listen=["127.0.0.1:%d" % ports[0]]),
+                    group_conf(name="other", command=HELLO, args=["--no-batch"],
+                               listen=["127.0.0.1:%d" % ports[1]])])
+    s.wait_ready(2)
+    for port, policy in zip(ports, (os.SCHED_BATCH, os.SCHED_OTHER)):
+        st, body = http_get(port, "/pid")
+        assert st == 200
+        assert os.sched_getscheduler(json.loads(body)["pid"]) == policy
+    assert os.sched_getscheduler(s.pid) == os.SCHED_OTHER
 
 
 # ---- graceful drain across a rollover --------------------------------------

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -934,6 +936,42 @@ static void test_stop_from_callback(void **state)
 	reactor_free(r);
 }
 
+/*
+ * In a child, so that the test process keeps its policy: start as
+ * policy `from`, make a reactor with sched_batch = batch, and exit with
+ * the policy the reactor left.
+ */
+static int policy_after(int from, bool batch)
+{
+	struct reactor_config cfg = base_config();
+	struct sched_param sp = {.sched_priority = 0};
+	int status;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct reactor *r = NULL;
+
+		cfg.sched_batch = batch;
+		if (sched_setscheduler(0, from, &sp) == -1 ||
+		    reactor_new(&r, &cfg) < 0)
+			_exit(99);
+		_exit(sched_getscheduler(0));
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+/* sched_batch turns SCHED_OTHER into SCHED_BATCH, and nothing else. */
+static void test_sched_batch(void **state)
+{
+	(void)state;
+	assert_int_equal(policy_after(SCHED_OTHER, true), SCHED_BATCH);
+	assert_int_equal(policy_after(SCHED_OTHER, false), SCHED_OTHER);
+	assert_int_equal(policy_after(SCHED_IDLE, true), SCHED_IDLE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -958,6 +996,7 @@ int main(void)
 	    cmocka_unit_test(test_stop_from_callback),
 	    cmocka_unit_test(test_max_conns),
 	    cmocka_unit_test(test_defer_accept),
+	    cmocka_unit_test(test_sched_batch),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
