@@ -10,8 +10,13 @@ in the same run on loopback with wrk.
      servers (the order rotates every round); each row is the median of
      the runs: req/s, p50 and p99 latency (wrk --latency), the ratio to
      nginx, the busiest worker's share of the workers' CPU (utime+stime
-     from /proc/PID/stat), the workers' CPU per request, and the CPU that
-     other processes took meanwhile (the machine may be shared).
+     from /proc/PID/stat), the workers' CPU and context switches per
+     request, and the CPU that other processes took meanwhile (the
+     machine may be shared).  rollover-hello runs as SCHED_BATCH (its
+     default); the 64-connection rows also show what the policy is worth
+     on each side: nginx started under `chrt --batch 0`, and rollover
+     with `--no-batch`.  Both keep a connection for 1000 requests (nginx's
+     keepalive_requests default, hello's --max-requests).
   2. The seed's comparison: the same hello with 1 process vs N (the CPU
      count) processes sharing one listener.
   3. Syscalls per request over a short wrk run (64 connections), keep-alive
@@ -278,7 +283,7 @@ def conf_str(s):
 class Rollover(Server):
     """`rollover -c CONF` with one group of rollover-hello workers."""
 
-    def __init__(self, name, workers, listen_mode="shared"):
+    def __init__(self, name, workers, listen_mode="shared", args=()):
         super().__init__(name, mkdtemp("rollover"))
         self.nworkers = workers
         self.conf = os.path.join(self.workdir, "rollover.conf")
@@ -286,10 +291,12 @@ class Rollover(Server):
         self.conf_text = (
             'control = "rollover.sock";\npid_file = "rollover.pid";\n'
             'log_level = "info";\ngroups = (\n  {\n'
-            '    name = "web";\n    command = %s;\n    workers = %d;\n'
+            '    name = "web";\n    command = %s;\n    args = [ %s ];\n'
+            '    workers = %d;\n'
             '    listen = [ "127.0.0.1:%d" ];\n    listen_mode = "%s";\n'
             '    ready = "notify";\n  }\n);\n'
-            % (conf_str(HELLO), workers, self.port, listen_mode))
+            % (conf_str(HELLO), ", ".join(map(conf_str, args)), workers, self.port,
+               listen_mode))
         with open(self.conf, "w") as f:
             f.write(self.conf_text)
         self.spawn([ROLLOVER, "-c", self.conf])
@@ -330,7 +337,7 @@ class Rollover(Server):
 class Nginx(Server):
     """nginx as a foreground master with its own config in a temp dir."""
 
-    def __init__(self, name, body, content_type, reuseport=False, workers=2):
+    def __init__(self, name, body, content_type, reuseport=False, workers=2, batch=False):
         super().__init__(name, mkdtemp("nginx"))
         if "$" in body or "{" in body:
             raise Broken("the hello body %r cannot be written in nginx's config" % body)
@@ -344,9 +351,9 @@ class Nginx(Server):
             "daemon off;\nmaster_process on;\nworker_processes %d;\n%s"
             "pid %s;\nerror_log %s warn;\n"
             "events { worker_connections 4096; }\n"
+            # keepalive_requests is left at its default, 1000, which is
+            # also rollover-hello's --max-requests.
             "http {\n    access_log off;\n%s"
-            # rollover-hello serves any number of requests per connection.
-            "    keepalive_requests 1000000000;\n"
             "    default_type %s;\n"
             "    server {\n        listen 127.0.0.1:%d%s;\n"
             "        location / { return 200 \"%s\"; }\n    }\n}\n"
@@ -355,7 +362,9 @@ class Nginx(Server):
                conf_str(content_type), self.port, " reuseport" if reuseport else "", text))
         with open(self.conf, "w") as f:
             f.write(self.conf_text)
-        self.spawn([NGINX, "-p", self.workdir, "-c", self.conf, "-e", errlog])
+        # chrt(1) sets the policy the master and its workers run with.
+        self.spawn((["chrt", "--batch", "0"] if batch else [])
+                   + [NGINX, "-p", self.workdir, "-c", self.conf, "-e", errlog])
         try:
             wait_until(lambda: len(self.find_workers()) == workers,
                        "%s: %d worker processes" % (name, workers))
@@ -392,6 +401,16 @@ def pid_ticks(pids):
         st = proc_stat(p)
         out[p] = (st["utime"], st["stime"]) if st else (0, 0)
     return out
+
+
+def pid_switches(pids):
+    """The voluntary and involuntary context switches of pids, summed."""
+    n = 0
+    for p in pids:
+        st = proc_status(p)
+        if st:
+            n += st["voluntary_ctxt_switches"] + st["nonvoluntary_ctxt_switches"]
+    return n
 
 
 def parse_time_ms(s):
@@ -434,7 +453,7 @@ def run_wrk(server, conns, close, seconds):
     server.check_workers()
     argv = wrk_argv(server.port, conns, close, seconds)
     pids = server.worker_pids
-    w0, m0 = pid_ticks(pids), machine_ticks()
+    w0, m0, cs0 = pid_ticks(pids), machine_ticks(), pid_switches(pids)
     c0, s0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), os.times(), time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT)
@@ -445,7 +464,7 @@ def run_wrk(server, conns, close, seconds):
         p.wait(timeout=5)
         raise Broken("wrk did not finish: %s" % " ".join(argv))
     secs = time.monotonic() - t0
-    w1, m1 = pid_ticks(pids), machine_ticks()
+    w1, m1, cs1 = pid_ticks(pids), machine_ticks(), pid_switches(pids)
     c1, s1 = resource.getrusage(resource.RUSAGE_CHILDREN), os.times()
     server.check_workers()
     r = parse_wrk(out.decode(errors="replace"))
@@ -456,6 +475,7 @@ def run_wrk(server, conns, close, seconds):
     usr = sum(w1[q][0] - w0[q][0] for q in pids)
     r["usr_us"] = 1e6 * usr / HZ / r["requests"]
     r["sys_us"] = 1e6 * (total - usr) / HZ / r["requests"]
+    r["cs"] = (cs1 - cs0) / r["requests"]
     # In % of one core: what processes other than wrk, the server's
     # workers and this script took (others' builds and tests).
     wrk_s = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
@@ -633,6 +653,8 @@ def start_servers(body, ctype):
     servers["rollover shared"] = Rollover("rollover shared", 2, "shared")
     servers["rollover per-worker"] = Rollover("rollover per-worker", 2, "per-worker")
     servers["hello x1"] = Rollover("hello x1", 1, "shared")
+    servers["nginx batch"] = Nginx("nginx batch", body, ctype, batch=True)
+    servers["rollover no-batch"] = Rollover("rollover no-batch", 2, "shared", ["--no-batch"])
     if NCPU != 2:
         servers["hello x%d" % NCPU] = Rollover("hello x%d" % NCPU, NCPU, "shared")
     for s in servers.values():
@@ -647,6 +669,10 @@ def seed_names():
     return ["hello x1", "rollover shared" if NCPU == 2 else "hello x%d" % NCPU]
 
 
+# The scheduling policy's share, in the 64-connection rows only.
+BATCH_NAMES = ["nginx batch", "rollover no-batch"]
+
+
 MAIN_NAMES = ["nginx", "nginx reuseport", "rollover shared", "rollover per-worker"]
 
 
@@ -657,7 +683,7 @@ def throughput(servers, opts):
         for close in (False, True):
             names = list(MAIN_NAMES)
             if conns == 64:
-                names += [n for n in seed_names() if n not in names]
+                names += [n for n in seed_names() + BATCH_NAMES if n not in names]
             mode = "close" if close else "keep-alive"
             print("  %d connections, %s: %s" % (conns, mode, ", ".join(names)))
             sys.stdout.flush()
@@ -686,18 +712,20 @@ def print_throughput(results, servers):
                          fmt(med([r["busiest"] for r in rs]), "%.0f%%"),
                          "%.1f+%.1f" % (med([r["usr_us"] for r in rs]),
                                         med([r["sys_us"] for r in rs])),
+                         fmt(med([r["cs"] for r in rs]), "%.3f"),
                          sum(r["errors"] for r in rs),
                          fmt(med([r["other"] for r in rs]), "%.0f%%"),
                          "%.0f-%.0f" % (min(r["rps"] for r in rs), max(r["rps"] for r in rs)),
                          len(rs)])
-        rows.append([""] * 12)
+        rows.append([""] * 13)
     rows.pop()
     table(["conns mode", "server", "req/s", "p50 ms", "p99 ms", "x nginx", "busiest",
-           "cpu us/req", "errors", "other", "req/s range", "runs"], rows)
+           "cpu us/req", "cs/req", "errors", "other", "req/s range", "runs"], rows)
     print()
     print("req/s, p50, p99, busiest, cpu and other are medians over the runs; x nginx = "
           "req/s / stock nginx's req/s in the same row; busiest = the busiest worker's "
           "share of the workers' utime+stime; cpu us/req = workers' user+system CPU per "
+          "request; cs/req = workers' context switches (voluntary + involuntary) per "
           "request; errors = wrk socket errors + non-2xx, summed over the runs; other = "
           "CPU that other processes took (user+system+steal, %% of one core, of %d) "
           "while wrk ran: the noise."
@@ -786,7 +814,7 @@ def print_idle(idle, servers, sup_load):
           "switches for the supervisor" % (secs, 1000.0 / HZ))
     print()
     rows = []
-    for n in MAIN_NAMES + [x for x in seed_names() if x not in MAIN_NAMES]:
+    for n in MAIN_NAMES + [x for x in seed_names() + BATCH_NAMES if x not in MAIN_NAMES]:
         s = servers[n]
         main = proc_status(s.pid)
         w = [proc_status(p)["VmRSS"] for p in s.worker_pids]
@@ -828,7 +856,7 @@ def options():
     o.syscall_seconds = 1.0 if o.quick else 2.0
     # Rows x servers x runs, plus the warm-ups, the syscall runs (twice
     # each, with tool start-up) and server starts; twice that plus slack.
-    cells = len(CONNS) * 2 * len(MAIN_NAMES) + 2 * len(seed_names())
+    cells = len(CONNS) * 2 * len(MAIN_NAMES) + 2 * len(seed_names() + BATCH_NAMES)
     est = cells * (o.runs * o.seconds + o.warmup + 0.3) + 12 * (o.syscall_seconds + 2) + 30
     o.budget = int(2 * max(est, o.idle) + 120)
     return o
