@@ -884,8 +884,10 @@ def main(opts):
         print("  --- %s: %s" % (n, " ".join(map(shlex.quote, servers[n].argv))))
         for line in servers[n].conf_text.rstrip().splitlines():
             print("      | " + line)
-    print("  nginx is the same config without `reuseport`; rollover shared has "
-          "listen_mode = \"shared\"; hello x1 has workers = 1")
+    print("  nginx is the same config without `reuseport`, nginx batch that one "
+          "under `chrt --batch 0`; rollover shared has listen_mode = \"shared\", "
+          "rollover no-batch that and args = [ \"--no-batch\" ]; hello x1 has "
+          "workers = 1")
     sys.stdout.flush()
 
     section("1. throughput and latency (wrk, %d alternating runs of %gs per cell)"
