@@ -269,12 +269,13 @@ struct worker *worker_start(struct gen *g, unsigned slot, int *err)
 	w->next = workers;
 	workers = w;
 	log_info("%s started", wname(w));
-	if (gc->ready_notify)
-		timer_set(&w->timer, gc->ready_timeout_ms);
-	else if (gc->ready_ms > 0)
-		timer_set(&w->timer, gc->ready_ms);
-	else
-		become_ready(w);
+	/*
+	 * With ready = 0 too: readiness comes from the loop, once the
+	 * caller has put the worker in its slot, where the generation
+	 * counts it.
+	 */
+	timer_set(&w->timer,
+		  gc->ready_notify ? gc->ready_timeout_ms : gc->ready_ms);
 	return w;
 }
 

@@ -127,6 +127,23 @@ def test_ready_by_seconds(supervisor):
     assert time.monotonic() - t0 < 3
 
 
+def test_ready_zero_seconds_rolls_over(supervisor):
+    """ready = 0: a worker is ready as soon as it runs, and the generation
+    takes over once all its slots hold one.  (A worker's readiness used to
+    be counted before its slot held it, so the generation never served.)"""
+    port = free_port()
+    s = supervisor([group_conf(name="now", command=HELLO, workers=2, ready=0,
+                               listen=["127.0.0.1:%d" % port])])
+    s.wait_log(r"now: generation 1 ready after")
+    old = set(s.ready_pids())
+    s.signal(signal.SIGHUP)
+    s.wait_log(r"now: generation 2 serving after \d+ ms \(trigger: signal\); "
+               r"stopping 2 workers of generation 1")
+    wait_for(lambda: not any(pid_alive(p) for p in old), 10, "generation 1 to exit")
+    st, body = http_get(port, "/pid")
+    assert st == 200 and json.loads(body)["generation"] == 2
+
+
 def test_killed_worker_is_restarted_while_others_serve(supervisor):
     port = free_port()
     s = supervisor([group_conf(name="web", command=HELLO, workers=2,
