@@ -46,6 +46,11 @@ def pid_alive(pid):
         return False  # gone, possibly between open and read
 
 
+def wait_gone(pids, timeout=10.0):
+    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout,
+             "pids %s to exit" % sorted(pids))
+
+
 def children(pid, zombies=False):
     """Direct children of pid (from /proc/*/stat): the live ones, or with
     zombies=True the ones that exited and are not reaped yet."""

@@ -19,7 +19,7 @@ import threading
 import time
 
 from conftest import (BUILD, HELLO, ROLLOVER, ROLLOVERCTL, children, ctl, free_port, group_conf,
-                      http_get, pid_alive, recv_all, Supervisor, wait_for, write_conf,
+                      http_get, recv_all, Supervisor, wait_for, wait_gone, write_conf,
                       WrkLoad)
 
 TESTS = os.path.join(BUILD, "tests")
@@ -114,11 +114,6 @@ def raw(sock, data, timeout=10.0, shut=False):
 
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def wait_gone(pids, timeout=10.0):
-    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout,
-             "pids %s to exit" % sorted(pids))
 
 
 def slots_seen(port, want, timeout=8.0):

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from conftest import (HELLO, ROLLOVER, TESTWORKER, children, free_port, recv_all,
-                      group_conf, http_get, pid_alive, wait_for, write_conf)
+                      group_conf, http_get, pid_alive, wait_for, wait_gone, write_conf)
 
 
 def unix_http_get(path, url="/"):
@@ -139,7 +139,7 @@ def test_ready_zero_seconds_rolls_over(supervisor):
     s.signal(signal.SIGHUP)
     s.wait_log(r"now: generation 2 serving after \d+ ms \(trigger: signal\); "
                r"stopping 2 workers of generation 1")
-    wait_for(lambda: not any(pid_alive(p) for p in old), 10, "generation 1 to exit")
+    wait_gone(old)
     st, body = http_get(port, "/pid")
     assert st == 200 and json.loads(body)["generation"] == 2
 
@@ -222,7 +222,7 @@ def test_no_worker_survives_supervisor_sigkill(supervisor):
     pids = s.wait_ready(3)
     s.signal(signal.SIGKILL)
     s.wait_exit(5)
-    wait_for(lambda: not any(pid_alive(p) for p in pids), 5, "workers to die")
+    wait_gone(pids, 5)
 
 
 def test_second_instance_refused_by_pid_file(supervisor, tmp_path):

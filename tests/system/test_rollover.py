@@ -26,7 +26,7 @@ import time
 import pytest
 
 from conftest import (BUILD, TESTWORKER, free_port, group_conf, http_get,
-                      pid_alive, recv_all, wait_for, write_conf)
+                      pid_alive, recv_all, wait_for, wait_gone, write_conf)
 
 TESTS = os.path.join(BUILD, "tests")
 HELLO_A = os.path.join(TESTS, "hello-a")
@@ -93,11 +93,6 @@ def watched_web(supervisor, tmp_path, workers=2, **kw):
     s, port, pids = web(supervisor, app, workers=workers, watch=True, **kw)
     assert try_get(port) == VARIANT_A
     return s, port, pids, app
-
-
-def wait_gone(pids, timeout=10.0):
-    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout,
-             "pids %s to exit" % sorted(pids))
 
 
 def wait_children(s, pids, timeout=10.0):
